@@ -1,0 +1,1 @@
+"""Swappable implementations behind small Protocols, registered by name (see registry.py)."""

@@ -1,0 +1,47 @@
+"""One Settings object, read from the environment (prefix PRODUCT_STUDIO_) and an optional .env file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_model_dir() -> Path:
+    # rembg's own convention, so a model rembg downloaded elsewhere is found here too.
+    return Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRODUCT_STUDIO_", env_file=".env", extra="ignore")
+
+    # Models
+    model_dir: Path = Field(default_factory=_default_model_dir, description="where rembg models live (U2NET_HOME)")
+    cutout_model: str = Field("u2netp", description="rembg model name, e.g. u2netp, isnet-general-use, birefnet-general")
+    edge_detector: str = Field("canny", description="controlnet-aux detector for the control image")
+    offline: bool = Field(True, description="never reach a model hub; missing weights fail at once")
+    device: str = Field("cpu", description="torch device for torch-based detectors and generators")
+
+    # Input limits (decompression bombs, absurd uploads)
+    max_input_bytes: int = 50 * 1024 * 1024
+    max_input_pixels: int = 100_000_000
+    min_input_side: int = 16
+
+    # Cut-out refinement
+    cutout_flip_tta: bool = Field(False, description="average a horizontally flipped pass (better edges, 2x model time)")
+    cutout_refine: bool = Field(True, description="clean and refine the rembg mask")
+
+    def apply_environment(self) -> None:
+        """Export what third-party libraries read from the environment, before they are imported."""
+        os.environ["U2NET_HOME"] = str(self.model_dir)
+        if self.offline:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
