@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     def apply_environment(self) -> None:
         """Export what third-party libraries read from the environment, before they are imported."""
         os.environ["U2NET_HOME"] = str(self.model_dir)
+        # rembg imports pymatting, whose numba kernels take ~30 s to compile: cache them once.
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "product-studio" / "numba"))
         if self.offline:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
