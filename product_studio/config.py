@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     model_dir: Path = Field(default_factory=_default_model_dir, description="where rembg models live (U2NET_HOME)")
     cutout_model: str = Field("u2netp", description="rembg model name, e.g. u2netp, isnet-general-use, birefnet-general")
     edge_detector: str = Field("canny", description="controlnet-aux detector for the control image")
+    annotators_repo: str = Field("lllyasviel/Annotators", description="hub id or local folder of detector weights")
     offline: bool = Field(True, description="never reach a model hub; missing weights fail at once")
     device: str = Field("cpu", description="torch device for torch-based detectors and generators")
 

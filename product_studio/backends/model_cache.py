@@ -1,0 +1,32 @@
+"""Loaded models, one per (kind, name, device) per process.
+
+Loading happens lazily in the process that uses the model (a Celery worker child, after the
+fork), never at import, so no parent process holds weights or a CUDA context.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+_models: dict[Hashable, Any] = {}
+_lock = threading.Lock()
+loads: dict[Hashable, int] = {}  # how many times each key was built: tests assert it stays at 1
+
+
+def get(key: Hashable, build: Callable[[], Any]) -> Any:
+    """Return the cached model for `key`, building it once (thread-safe)."""
+    model = _models.get(key)
+    if model is not None:
+        return model
+    with _lock:
+        if key not in _models:
+            _models[key] = build()
+            loads[key] = loads.get(key, 0) + 1
+        return _models[key]
+
+
+def clear() -> None:
+    with _lock:
+        _models.clear()
