@@ -51,11 +51,12 @@ class Placement:
         out[y0:y1, x0:x1] = self.alpha
         return out
 
-    def on_black(self) -> np.ndarray:
-        """The product alone, over black, as (H, W, 3) uint8: what edge detectors see."""
-        out = np.zeros((self.height, self.width, 3), np.uint8)
+    def over(self, grey: int) -> np.ndarray:
+        """The product alone over a flat grey canvas, (H, W, 3) uint8: what edge detectors see."""
+        out = np.full((self.height, self.width, 3), grey, np.uint8)
         x0, y0, x1, y1 = self.box
-        out[y0:y1, x0:x1] = np.clip(self.premul + 0.5, 0, 255).astype(np.uint8)
+        pixels = self.premul + grey * (1.0 - self.alpha[..., None])
+        out[y0:y1, x0:x1] = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
         return out
 
 
