@@ -51,7 +51,7 @@ def _save(image: Image.Image, fmt: str, quality: int, xmp: bytes | None) -> byte
     opts: dict = {"icc_profile": srgb_icc()}
     if fmt == "jpeg":
         # 4:4:4 chroma keeps a pure-white background exactly 255 right up to the product's edge.
-        opts.update(quality=quality, subsampling=0, progressive=True)
+        opts.update(quality=quality, subsampling=0)
         if xmp:
             opts["xmp"] = xmp
         image.save(buf, "JPEG", **opts)

@@ -1,0 +1,100 @@
+"""Export encodes within limits; check names each rule that fails."""
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from product_studio.errors import BadInput
+from product_studio.pipeline.check import check_bytes, is_srgb
+from product_studio.pipeline.composite import composite
+from product_studio.pipeline.export import encode, encode_png
+from product_studio.pipeline.layout import place
+from product_studio.presets import TARGETS
+from tests.test_layout_composite import textured_cutout
+
+
+def white_variant(target, fill=None):
+    t = target.model_copy(update={"fill": fill}) if fill else target
+    p = place(textured_cutout(), t)
+    return composite(np.full((t.height, t.width, 3), 255, np.uint8), p)
+
+
+def jpeg(pixels, **kw):
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", ["amazon-main", "walmart-main", "google-shopping", "ebay", "shopify-square"])
+def test_exported_white_variants_pass_their_own_check(name):
+    target = TARGETS[name]
+    data = encode(white_variant(target), target)
+    report = check_bytes(data, target)
+    assert report.ok, report.summary()
+    assert report.fill is not None and report.fill >= 0.85
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "JPEG" and im.size == (target.width, target.height) and im.mode == "RGB"
+        assert is_srgb(im.info["icc_profile"])
+
+
+def test_jpeg_keeps_white_exact_away_from_the_edge():
+    target = TARGETS["amazon-main"]
+    pixels = white_variant(target)
+    decoded = np.asarray(Image.open(io.BytesIO(encode(pixels, target))))
+    away = (pixels == 255).all(axis=2)
+    # Blocks that hold no product pixel decode to exactly 255.
+    blocks = away.reshape(250, 8, 250, 8).all(axis=(1, 3))
+    inside_white_blocks = np.kron(blocks, np.ones((8, 8), bool))
+    assert (decoded[inside_white_blocks] == 255).all()
+
+
+def test_check_names_each_failing_rule():
+    target = TARGETS["amazon-main"]
+    grey = white_variant(target)
+    grey[grey.min(axis=2) == 255] = 246  # a light grey studio background
+    report = check_bytes(jpeg(grey, quality=95, subsampling=0), target)
+    assert [r.name for r in report.failures] == ["white background"]
+    assert "not pure white" in report.summary()
+
+    small = check_bytes(encode(white_variant(target, fill=0.5), target), target)
+    assert [r.name for r in small.failures] == ["fill"]
+
+    tiny = white_variant(target)[::4, ::3]  # 667x500: not square, too small
+    names = {r.name for r in check_bytes(jpeg(tiny, quality=95), target).failures}
+    assert names == {"aspect", "min size"}
+
+    rgba = np.dstack([white_variant(target), np.full((2000, 2000), 255, np.uint8)])
+    rgba[:10, :10, 3] = 0
+    names = {r.name for r in check_bytes(encode_png(rgba), target).failures}
+    assert names == {"white background"}
+
+
+def test_byte_caps_step_quality_down_or_fail_clearly():
+    rng = np.random.default_rng(0)
+    noise = cv2.GaussianBlur(rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8), (0, 0), 1.5)
+    target = TARGETS["ebay"].model_copy(update={"width": 1200, "height": 1200})
+    full = len(encode(noise, target))
+    capped = target.model_copy(update={"max_bytes": int(full * 0.6)})
+    data = encode(noise, capped)
+    assert len(data) <= capped.max_bytes
+    with pytest.raises(BadInput, match="cannot fit"):
+        encode(noise, capped.model_copy(update={"max_bytes": 50_000}))
+    with pytest.raises(BadInput, match="cannot fit PNG"):
+        encode(noise, capped.model_copy(update={"format": "png"}))
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp"])
+def test_ai_label_round_trips_in_every_format(fmt):
+    target = TARGETS["lifestyle"].model_copy(update={"format": fmt})
+    pixels = np.full((target.height, target.width, 3), 128, np.uint8)
+    assert check_bytes(encode(pixels, target, ai_generated=True), target).ai_labelled
+    assert not check_bytes(encode(pixels, target), target).ai_labelled
+
+
+def test_png_encoder_round_trips_rgba():
+    rgba = textured_cutout()
+    back = np.asarray(Image.open(io.BytesIO(encode_png(rgba))))
+    assert back.shape == rgba.shape and (back == rgba).all()
