@@ -26,6 +26,19 @@ class Settings(BaseSettings):
     offline: bool = Field(True, description="never reach a model hub; missing weights fail at once")
     device: str = Field("cpu", description="torch device for torch-based detectors and generators")
 
+    # Generative scenes (diffusers ControlNet inpainting). Ids are hub ids or local folders.
+    diffusion_kind: str = Field("sd15", description="sd15 or sdxl: which ControlNet inpaint pipeline to build")
+    diffusion_model: str = Field("stable-diffusion-v1-5/stable-diffusion-inpainting", description="base model")
+    diffusion_controlnet: str = Field("lllyasviel/control_v11p_sd15_canny", description="ControlNet model")
+    diffusion_lora: str | None = Field(None, description="optional LoRA, e.g. latent-consistency/lcm-lora-sdv1-5")
+    diffusion_scheduler: str | None = Field(None, description="diffusers scheduler class name, e.g. LCMScheduler")
+    diffusion_steps: int = Field(30, ge=1)
+    diffusion_guidance: float = Field(7.0, ge=0)
+    diffusion_conditioning_scale: float = Field(0.8, ge=0)
+    diffusion_variants: int = Field(1, ge=1, le=8, description="images per call (num_images_per_prompt)")
+    diffusion_dtype: str | None = Field(None, description="float16/bfloat16/float32; default fp16 on CUDA, fp32 on CPU")
+    diffusion_cpu_offload: bool = Field(False, description="enable_model_cpu_offload() for small GPUs")
+
     # Input limits (decompression bombs, absurd uploads)
     max_input_bytes: int = 50 * 1024 * 1024
     max_input_pixels: int = 100_000_000
