@@ -1,0 +1,83 @@
+"""Ingest: bytes from an upload, a fetched URL or a file -> one trusted 8-bit sRGB Source.
+
+The decoding itself lives in product_studio.imaging; this stage adds the limits from Settings,
+the input's name in every message, the output stem and the SHA-256 of the original bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from ..config import Settings, get_settings
+from ..errors import BadInput
+from ..imaging import decode_image
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays with == is ambiguous
+class Source:
+    name: str  # stem for outputs, e.g. "coffee"
+    rgb: np.ndarray  # HxWx3 uint8 sRGB, EXIF orientation applied, C-contiguous
+    alpha: np.ndarray | None  # HxW uint8 when the input had a real (not all-opaque) alpha
+    sha256: str  # hex SHA-256 of the original bytes
+    format: str  # detected format: "JPEG", "PNG", "WEBP", "TIFF", "GIF", "BMP", "AVIF"
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+
+def load_bytes(data: bytes, name: str = "upload", settings: Settings | None = None) -> Source:
+    """Decode `data`; `name` (e.g. the upload's filename) names it in errors and gives the stem."""
+    settings = settings or get_settings()
+    return _load(bytes(data), _label(name), _stem(name), settings, len(data))
+
+
+def load_path(path: str | Path, settings: Settings | None = None) -> Source:
+    """Decode a file, reading at most max_input_bytes + 1 bytes of it."""
+    settings = settings or get_settings()
+    path = Path(path)
+    label = _label(path.name or str(path))
+    try:
+        with open(path, "rb") as f:
+            data = f.read(settings.max_input_bytes + 1)
+            size = max(len(data), os.fstat(f.fileno()).st_size)
+    except FileNotFoundError:
+        raise BadInput(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise BadInput(f"{label}: is a directory, not a file") from None
+    except OSError as exc:
+        raise BadInput(f"{label}: cannot read the file ({exc.strerror or type(exc).__name__})") from None
+    return _load(data, label, _stem(path.name), settings, size)
+
+
+def _load(data: bytes, label: str, stem: str, settings: Settings, size: int) -> Source:
+    if size > settings.max_input_bytes:
+        raise BadInput(f"{label}: {size} bytes is over the {settings.max_input_bytes}-byte limit")
+    try:
+        rgb, alpha, fmt = decode_image(
+            data, max_pixels=settings.max_input_pixels, min_side=settings.min_input_side
+        )
+    except BadInput as exc:
+        raise BadInput(f"{label}: {exc}") from None
+    return Source(stem, rgb, alpha, hashlib.sha256(data).hexdigest(), fmt)
+
+
+def _label(name: str) -> str:
+    """The name as shown in messages: one line, bounded."""
+    return "".join(c if c.isprintable() else " " for c in name)[:200] or "upload"
+
+
+def _stem(name: str) -> str:
+    """A safe output stem: no directories, no dot files, only name-safe characters."""
+    stem = PurePosixPath(name.replace("\\", "/")).stem
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("._")
+    return stem[:100] or "upload"
