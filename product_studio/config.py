@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     diffusion_dtype: str | None = Field(None, description="float16/bfloat16/float32; default fp16 on CUDA, fp32 on CPU")
     diffusion_cpu_offload: bool = Field(False, description="enable_model_cpu_offload() for small GPUs")
 
+    scenes_file: Path | None = Field(None, description="TOML file of extra [[scene]] presets")
+
     # Input limits (decompression bombs, absurd uploads)
     max_input_bytes: int = 50 * 1024 * 1024
     max_input_pixels: int = 100_000_000

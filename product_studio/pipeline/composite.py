@@ -25,6 +25,7 @@ class ShadowStyle:
     light_azimuth: float = -35.0  # degrees; 0 = light from the front, negative = from the left
     cast_length: float = 0.45  # cast shadow length as a share of the product height
     softness: float = 0.05  # blur, as a share of the product height
+    reflection: float = 0.0  # opacity of a mirror image on glossy floors (0 = none)
 
 
 def shadow_map(placement: Placement, style: ShadowStyle) -> np.ndarray:
@@ -63,6 +64,25 @@ def shadow_map(placement: Placement, style: ShadowStyle) -> np.ndarray:
     return cv2.resize(out, (W, H), interpolation=cv2.INTER_LINEAR)
 
 
+def _reflect(out: np.ndarray, placement: Placement, strength: float) -> None:
+    """Mirror the product in the floor below its base, fading with distance (in place)."""
+    x0, y0, x1, _ = placement.box
+    base = placement.base_y
+    depth = min(out.shape[0] - base, round((base - y0) * 0.35))
+    if depth <= 0:
+        return
+    rows = slice(base - y0 - 1, base - y0 - 1 - depth, -1) if base - y0 - 1 - depth >= 0 else \
+        slice(base - y0 - 1, None, -1)
+    premul, alpha = placement.premul[rows], placement.alpha[rows]
+    depth = alpha.shape[0]
+    fade = (strength * np.linspace(1, 0, depth, dtype=np.float32) ** 1.5)[:, None]
+    a = cv2.GaussianBlur(alpha * fade, (0, 0), 1.5)
+    p = cv2.GaussianBlur(premul * fade[..., None], (0, 0), 1.5)
+    region = out[base:base + depth, x0:x1]
+    region *= (1.0 - a)[..., None]
+    region += p
+
+
 def composite(background: np.ndarray, placement: Placement, shadow: ShadowStyle | None = None) -> np.ndarray:
     """(H, W, 3) uint8 background + placed product -> (H, W, 3) uint8 image."""
     if background.shape[:2] != (placement.height, placement.width):
@@ -70,6 +90,8 @@ def composite(background: np.ndarray, placement: Placement, shadow: ShadowStyle 
     out = background.astype(np.float32)
     if shadow is not None:
         out *= (1.0 - shadow_map(placement, shadow))[..., None]
+        if shadow.reflection > 0:
+            _reflect(out, placement, shadow.reflection)
     x0, y0, x1, y1 = placement.box
     region = out[y0:y1, x0:x1]
     region *= (1.0 - placement.alpha)[..., None]
