@@ -73,7 +73,20 @@ BUILTIN: tuple[ScenePreset, ...] = (
                 surface="window", light_azimuth=-55, light_softness=0.3,
                 prompt="a {product} on a table by a window, sunlight and window shadows, product photography"),
 )
-SCENES: dict[str, ScenePreset] = {p.name: p for p in BUILTIN}
+# Generative presets: diffusers ControlNet inpainting (PRODUCT_STUDIO_DIFFUSION_* settings say which model).
+# The model paints its own light, so only a contact shadow is added.
+GENERATIVE: tuple[ScenePreset, ...] = (
+    ScenePreset(name="ai-studio", title="Generated studio set", backend="diffusers", shadow="contact",
+                prompt="a {product} in a bright professional photo studio, seamless backdrop, softbox light, "
+                       "high-end product photography, sharp focus"),
+    ScenePreset(name="ai-kitchen", title="Generated kitchen counter", backend="diffusers", shadow="contact",
+                prompt="a {product} on a marble kitchen counter, morning light, blurred modern kitchen behind, "
+                       "lifestyle product photography"),
+    ScenePreset(name="ai-nature", title="Generated outdoor scene", backend="diffusers", shadow="contact",
+                prompt="a {product} on a mossy rock in a sunlit forest, shallow depth of field, "
+                       "lifestyle product photography"),
+)
+SCENES: dict[str, ScenePreset] = {p.name: p for p in BUILTIN + GENERATIVE}
 
 
 def load_user_scenes(path: Path) -> dict[str, ScenePreset]:

@@ -223,3 +223,24 @@ def test_import_does_not_import_torch():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_process_stage_composites_the_real_product_over_a_generated_scene(settings):
+    """The scene stage's generative path: real product on top, AI-labelled, seed recorded."""
+    from product_studio.pipeline.export import encode
+    from product_studio.pipeline.check import check_bytes
+    from product_studio.pipeline.process import render_variant
+    from product_studio.presets import TARGETS
+    from product_studio.scenes import get_scene
+
+    target = TARGETS["lifestyle"].model_copy(update={"width": 128, "height": 160})
+    cutout = np.zeros((80, 60, 4), np.uint8)
+    cutout[10:70, 10:50] = (200, 40, 30, 255)
+    variant = render_variant(cutout, target, get_scene("ai-studio"), 5, title="Red mug", settings=settings)
+    assert variant.ai_generated and variant.seed == 5 and variant.control is not None
+    p = variant.placement
+    x0, y0, x1, y1 = p.box
+    inside = variant.pixels[y0:y1, x0:x1][p.alpha >= 1.0]
+    assert (inside == (200, 40, 30)).all()
+    report = check_bytes(encode(variant.pixels, target, ai_generated=variant.ai_generated), target)
+    assert report.ai_labelled
