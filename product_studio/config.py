@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "product-studio"
 
 
 def _default_model_dir() -> Path:
@@ -17,6 +23,21 @@ def _default_model_dir() -> Path:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PRODUCT_STUDIO_", env_file=".env", extra="ignore")
+
+    # Where the embedded defaults keep their state: SQLite database, blobs, broker folders.
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/product-studio.db")
+    broker_url: str = Field("filesystem://", description="Celery broker: filesystem:// (embedded), redis://, amqp://")
+    broker_visibility_timeout: int = Field(3600, ge=1, description="redis: seconds before an unacked task is redelivered")
+    storage_url: str | None = Field(None, description="path, file:///abs/path or s3://bucket/prefix?endpoint=...; "
+                                                      "default <data_dir>/blobs")
+    storage_secret: SecretStr | None = Field(None, description="HMAC key for local download URLs (same on every "
+                                                               "machine); default: generated once in data_dir")
+    public_base_url: str | None = Field(None, description="e.g. https://studio.example.com; prefixes download URLs")
+    download_url_expires: int = Field(3600, ge=1, le=604800)
+    callback_secret: SecretStr | None = Field(None, description="HMAC key for signed completion callbacks")
+    task_soft_time_limit: int = Field(600, ge=1, description="seconds before a task is asked to stop")
+    task_time_limit: int = Field(720, ge=1, description="seconds before a task's process is killed")
 
     # Models
     model_dir: Path = Field(default_factory=_default_model_dir, description="where rembg models live (U2NET_HOME)")
@@ -49,6 +70,35 @@ class Settings(BaseSettings):
     # Cut-out refinement
     cutout_flip_tta: bool = Field(False, description="average a horizontally flipped pass (better edges, 2x model time)")
     cutout_refine: bool = Field(True, description="clean and refine the rembg mask")
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'product-studio.db'}"
+
+    @property
+    def storage(self) -> str:
+        return self.storage_url or str(self.data_dir / "blobs")
+
+    def secret(self, name: str = "storage") -> str:
+        """A signing secret: the configured one, or one generated once into data_dir (mode 0600)."""
+        configured = self.storage_secret if name == "storage" else self.callback_secret
+        if configured is not None:
+            return configured.get_secret_value()
+        path = self.data_dir / f".{name}-secret"
+        if not path.exists():
+            # Written aside and hard-linked into place: processes starting together agree on one secret.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        return path.read_text().strip()
 
     def apply_environment(self) -> None:
         """Export what third-party libraries read from the environment, before they are imported."""
