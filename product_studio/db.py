@@ -1,0 +1,443 @@
+"""The database: engine and sessions, migrations, and the job operations the doors and tasks call.
+
+    db = Database("sqlite:///data/product-studio.db")   # or postgresql+psycopg://...
+    db.upgrade()                                          # Alembic migrations to head
+    with db.session() as s:                               # commits on success, rolls back on error
+        job, created = create_job(s, origin="upload", params=params, assets=specs)
+
+Every operation takes a session and leaves committing to the caller, so a task can record a
+variant's result and finish its job in one transaction.
+
+Concurrency, on both databases: duplicates are prevented by unique constraints, never by a read
+alone; state changes that must happen once (a variant's result, a job's end) are
+conditional UPDATEs whose row count says who made them. SQLite transactions take the write lock
+at BEGIN (IMMEDIATE), so writers queue on busy_timeout rather than fail. PostgreSQL is expected
+at its default READ COMMITTED isolation.
+
+Processes that fork (Celery prefork) must create their Database in the child, or call
+`db.engine.dispose(close=False)` there first: pooled connections must not cross a fork.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import URL, CursorResult, Engine, Update, create_engine, event, func, make_url, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from .errors import BadInput
+from .models import (
+    JOB_FINAL,
+    STAGE_FINAL,
+    Asset,
+    CallbackAttempt,
+    Delivery,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    StageStatus,
+    Variant,
+    utcnow,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x50535F4D  # PostgreSQL advisory lock key ("PS_M") held while migrating
+
+
+class Database:
+    """One engine and its session factory. Make one per process."""
+
+    def __init__(self, url: str | URL, *, busy_timeout: float = 30.0, echo: bool = False) -> None:
+        self.url = make_url(url)
+        if self.url.drivername in ("postgresql", "postgres"):
+            self.url = self.url.set(drivername="postgresql+psycopg")  # not SQLAlchemy's psycopg2 default
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(self.url, busy_timeout, echo)
+        else:  # pre-ping: pooled connections survive a server restart
+            self.engine = create_engine(self.url, pool_pre_ping=True, echo=echo)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction: committed when the block ends, rolled back if it raises.
+        Objects stay readable after the block (expire_on_commit=False)."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def alembic_config(self) -> Config:
+        """Alembic configuration built in code: no alembic.ini at run time."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+        cfg.set_main_option("path_separator", "os")
+        cfg.set_main_option("sqlalchemy.url", self.url.render_as_string(hide_password=False).replace("%", "%%"))
+        return cfg
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Migrate the schema to `revision`. Safe to run at every start, and from two processes
+        starting at once: the whole upgrade is one transaction holding a lock (an advisory lock on
+        PostgreSQL, the write lock on SQLite), so the second waits, then finds nothing to do."""
+        cfg = self.alembic_config()
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            if self.is_sqlite:
+                # SQLite ALTERs recreate tables (batch mode); with foreign keys on, dropping the old
+                # table would cascade-delete child rows. The pragma only works outside a transaction.
+                raw.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, revision)
+                    if self.is_sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                        raise RuntimeError("migration left rows violating foreign keys; rolled back")
+            finally:
+                if self.is_sqlite:
+                    raw.execute("PRAGMA foreign_keys=ON")
+
+    def current_revision(self) -> str | None:
+        """The schema's migration revision; None for an empty database."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_engine(url: URL, busy_timeout: float, echo: bool) -> Engine:
+    memory = url.database in (None, "", ":memory:")
+    if not memory and not url.query.get("uri"):
+        Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        echo=echo,
+        connect_args={"check_same_thread": False},  # sessions move between threads (web, tests)
+        # A :memory: database lives in one connection: share it (tests only; no concurrency).
+        poolclass=StaticPool if memory else None,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver's own BEGIN handling breaks SAVEPOINT; see below
+        dbapi_conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")  # first: the next may wait
+        _enable_wal(dbapi_conn, busy_timeout)
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, much faster
+        dbapi_conn.execute("PRAGMA foreign_keys=ON")  # off by default: no ON DELETE CASCADE without it
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock now. A deferred transaction that reads, then writes after
+        # another connection committed, fails at once with "database is locked" (no busy wait).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _enable_wal(dbapi_conn: Any, timeout: float) -> None:
+    """WAL mode: readers never block the writer. Switching a new database to WAL needs an exclusive
+    lock and fails at once (no busy wait) while another connection writes, e.g. a second process
+    migrating it: retry until the timeout. Once in WAL (it persists in the file) this is a no-op."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """One ingested source photo, as a door hands it to create_job (fields as in Asset)."""
+
+    name: str  # output file stem
+    filename: str | None
+    sha256: str
+    source_key: str
+    width: int
+    height: int
+    title: str | None = None
+    category: str | None = None
+
+
+def fingerprint(asset_sha256s: Sequence[str], params: dict[str, Any], *, store: str | None = None) -> str:
+    """What makes two jobs the same: the ordered source digests, the parameters and the store
+    (one store's job is never handed to another)."""
+    doc = {"assets": list(asset_sha256s), "params": params, "store": store}
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _live_job(session: Session, fp: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.fingerprint == fp, Job.status != JobStatus.FAILED))
+
+
+def create_job(
+    session: Session,
+    *,
+    origin: str,
+    params: dict[str, Any],
+    assets: Sequence[AssetSpec],
+    store: str | None = None,
+    callback_url: str | None = None,
+) -> tuple[Job, bool]:
+    """Record a job with its assets and one pending variant per (asset, target).
+
+    A job for the same source bytes, parameters and store is found rather than redone: returns
+    (that job, False). A failed one is redone: it keeps its rows but hands its fingerprint to the
+    new job. Concurrent calls for the same fingerprint end with one job (the unique constraint
+    decides; the loser reads the winner's job).
+    """
+    if not assets:
+        raise BadInput("a job needs at least one photo")
+    targets = list(dict.fromkeys(params.get("targets") or ()))  # a repeated target is one variant
+    if not targets:
+        raise BadInput("a job needs at least one target")
+    fp = fingerprint([a.sha256 for a in assets], params, store=store)
+    if (job := _live_job(session, fp)) is not None:
+        return job, False
+
+    # A failed job keeps its rows for the record but hands its fingerprint to the redo.
+    session.execute(
+        update(Job).where(Job.fingerprint == fp, Job.status == JobStatus.FAILED).values(fingerprint=None)
+    )
+    scene, seed = params.get("scene") or "", int(params.get("seed") or 0)  # "": the worker picks the target's default
+    job = Job(origin=origin, params=dict(params), store=store, callback_url=callback_url, fingerprint=fp)
+    job.assets = [
+        Asset(position=i, variants=[Variant(target=t, scene=scene, seed=seed) for t in targets], **asdict(spec))
+        for i, spec in enumerate(assets)
+    ]
+    try:
+        with session.begin_nested():  # a SAVEPOINT: losing the race must not undo the caller's work
+            session.add(job)
+    except IntegrityError:
+        if (winner := _live_job(session, fp)) is None:
+            raise  # some other constraint
+        return winner, False
+    return job, True
+
+
+def job_progress(session: Session, job_id: str) -> dict[str, int]:
+    """Variant counts per status (every status present, zeros included) and the total."""
+    rows = session.execute(
+        select(Variant.status, func.count()).join(Asset).where(Asset.job_id == job_id).group_by(Variant.status)
+    )
+    counts = {s.value: 0 for s in StageStatus} | {status: n for status, n in rows}
+    return counts | {"total": sum(counts.values())}
+
+
+def maybe_finish_job(session: Session, job_id: str) -> Job | None:
+    """Once every variant is done or failed, set the job done / partial / failed and finished_at.
+
+    Happens exactly once: returns the job only to the caller that made the transition (the one
+    that should send the completion callback), None to everyone else.
+    """
+    # Lock the job row before counting. Two workers finishing the last two variants would
+    # otherwise each see the other's variant still running (not yet committed) and neither would
+    # finish the job. After the lock, READ COMMITTED's next statement sees the other's commit.
+    status = session.scalar(select(Job.status).where(Job.id == job_id).with_for_update())
+    if status is None or status in JOB_FINAL:
+        return None
+    counts = job_progress(session, job_id)
+    if counts[StageStatus.PENDING] or counts[StageStatus.RUNNING]:
+        return None
+    done, failed, total = counts[StageStatus.DONE], counts[StageStatus.FAILED], counts["total"]
+    final = JobStatus.DONE if not failed else JobStatus.FAILED if not done else JobStatus.PARTIAL
+    changed = _updated(
+        session,
+        update(Job)
+        .where(Job.id == job_id, Job.status.not_in(JOB_FINAL))  # the exactly-once guard
+        .values(status=final, finished_at=utcnow(), error=f"{failed} of {total} variants failed" if failed else None),
+    )
+    if changed != 1:
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Assets and variants (what the worker tasks call)
+
+
+def claim_variant(session: Session, variant_id: str) -> Variant | None:
+    """Mark a variant running and count the attempt; None if it is already done or failed (or
+    unknown): the idempotency check of a redelivered task. Also marks a queued job running."""
+    claimed = _updated(
+        session,
+        update(Variant)
+        .where(Variant.id == variant_id, Variant.status.not_in(STAGE_FINAL))
+        .values(status=StageStatus.RUNNING, attempts=Variant.attempts + 1, error=None),
+    )
+    if claimed != 1:
+        return None
+    variant = session.get_one(Variant, variant_id, populate_existing=True)
+    _updated(
+        session,
+        update(Job)
+        .where(Job.id == select(Asset.job_id).where(Asset.id == variant.asset_id).scalar_subquery())
+        .where(Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING),
+    )
+    return variant
+
+
+def _updated(session: Session, stmt: Update) -> int:
+    """Run an UPDATE; the number of rows it changed says whether a conditional one won.
+    Objects already in the session are not touched: callers reload what they return."""
+    result = session.execute(stmt.execution_options(synchronize_session=False))
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _settle(session: Session, variant_id: str, **values: Any) -> Variant | None:
+    # Conditional, so a duplicate delivery finishing second changes nothing and learns so.
+    changed = _updated(
+        session,
+        update(Variant).where(Variant.id == variant_id, Variant.status.not_in(STAGE_FINAL)).values(**values),
+    )
+    return session.get(Variant, variant_id, populate_existing=True) if changed == 1 else None
+
+
+def finish_variant(
+    session: Session,
+    variant_id: str,
+    *,
+    key: str,
+    content_type: str,
+    bytes: int,  # noqa: A002 (the column's name)
+    width: int,
+    height: int,
+    check_ok: bool | None = None,
+    check_summary: str | None = None,
+    ai_generated: bool = False,
+    seconds: float | None = None,
+) -> Variant | None:
+    """Record a variant's output. None if it was already done or failed (nothing changed)."""
+    return _settle(
+        session, variant_id, status=StageStatus.DONE, key=key, content_type=content_type, bytes=bytes,
+        width=width, height=height, check_ok=check_ok, check_summary=check_summary,
+        ai_generated=ai_generated, seconds=seconds, error=None,
+    )
+
+
+def fail_variant(session: Session, variant_id: str, error: str, *, seconds: float | None = None) -> Variant | None:
+    """Record that a variant failed for good (retries exhausted). None if it was already settled."""
+    return _settle(session, variant_id, status=StageStatus.FAILED, error=error, seconds=seconds)
+
+
+def fail_asset(session: Session, asset_id: str, error: str) -> int:
+    """An asset-level stage failed (cut-out, edges): fail every unsettled variant of the asset.
+    Returns how many variants this call failed."""
+    _updated(session, update(Asset).where(Asset.id == asset_id).values(error=error))
+    return _updated(
+        session,
+        update(Variant)
+        .where(Variant.asset_id == asset_id, Variant.status.not_in(STAGE_FINAL))
+        .values(status=StageStatus.FAILED, error=error),
+    )
+
+
+_STAGE_KEYS = {"cutout": "cutout_key", "edges": "control_key"}
+
+
+def update_stage(
+    session: Session,
+    asset_id: str,
+    stage: str,
+    status: str,
+    *,
+    key: str | None = None,
+    seconds: float | None = None,
+    error: str | None = None,
+) -> Asset:
+    """Record an asset stage ("cutout" or "edges"): its status, output key and time."""
+    if stage not in _STAGE_KEYS:
+        raise ValueError(f"unknown asset stage {stage!r}")
+    asset = session.get_one(Asset, asset_id, populate_existing=True, with_for_update=True)
+    setattr(asset, f"{stage}_status", StageStatus(status))
+    if key is not None:
+        setattr(asset, _STAGE_KEYS[stage], key)
+    if seconds is not None:
+        asset.timings[stage] = round(seconds, 4)
+    if error is not None:
+        asset.error = error
+    return asset
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhook deliveries and completion callbacks
+
+
+def record_delivery(
+    session: Session,
+    *,
+    platform: str,
+    delivery_id: str,
+    topic: str | None = None,
+    store: str | None = None,
+    payload_sha256: str | None = None,
+    status: str = DeliveryStatus.ACCEPTED,
+    reason: str | None = None,
+    job_id: str | None = None,
+) -> tuple[Delivery, bool]:
+    """Record an incoming webhook delivery: (delivery, True), or (the earlier record, False) when
+    the platform redelivers the same delivery id (race-safe, like create_job)."""
+    delivery = Delivery(
+        platform=platform, delivery_id=delivery_id, topic=topic, store=store,
+        payload_sha256=payload_sha256, status=status, reason=reason, job_id=job_id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(delivery)
+    except IntegrityError:
+        earlier = session.scalar(
+            select(Delivery).where(Delivery.platform == platform, Delivery.delivery_id == delivery_id)
+        )
+        if earlier is None:
+            raise
+        return earlier, False
+    return delivery, True
+
+
+def log_callback(
+    session: Session,
+    job_id: str,
+    *,
+    url: str,
+    attempt: int,
+    status_code: int | None = None,
+    error: str | None = None,
+) -> CallbackAttempt:
+    """Log one try at a job's completion callback; ok means a 2xx answer."""
+    ok = error is None and status_code is not None and 200 <= status_code < 300
+    entry = CallbackAttempt(job_id=job_id, url=url, attempt=attempt, status_code=status_code, error=error, ok=ok)
+    session.add(entry)
+    return entry

@@ -1,0 +1,246 @@
+"""The database tables: jobs, their assets (source photos) and variants (outputs), webhook
+deliveries and the log of completion callbacks.
+
+Portable across SQLite and PostgreSQL: string UUID keys, sqlalchemy.JSON, UTC-aware datetimes,
+statuses as short strings (the StrEnums below name the allowed values). The schema itself is
+created by Alembic migrations (product_studio/migrations), never by `create_all`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.ext.mutable import MutableDict
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    PARTIAL = "partial"
+
+
+JOB_FINAL = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL)
+
+
+class StageStatus(StrEnum):
+    """Status of one asset stage (cutout, edges) or of one variant."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+STAGE_FINAL = (StageStatus.DONE, StageStatus.FAILED)
+
+
+class DeliveryStatus(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    STALE = "stale"
+    PROCESSED = "processed"
+
+
+def new_id() -> str:
+    return uuid4().hex
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores UTC, always returns aware UTC datetimes (SQLite keeps no zone; PostgreSQL returns
+    the session's zone). Naive datetimes are refused rather than guessed."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: use an aware UTC datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so later migrations can drop or alter them on both databases.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), str: String()}
+
+
+def _id() -> Mapped[str]:
+    return mapped_column(String(32), primary_key=True, default=new_id)
+
+
+def _status(default: str) -> Mapped[str]:
+    return mapped_column(String(16), default=default)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index(None, "status"), Index(None, "created_at"))
+
+    id: Mapped[str] = _id()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    status: Mapped[str] = _status(JobStatus.QUEUED)
+    origin: Mapped[str] = mapped_column(String(64))  # "cli", "upload", "batch", "webhook:shopify"
+    store: Mapped[str | None] = mapped_column(String(255))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    # targets, scene, seed, title, category: what the fingerprint covers.
+    params: Mapped[dict[str, Any]]
+    # NULL once a failed job is superseded by its redo (see db.create_job).
+    fingerprint: Mapped[str | None] = mapped_column(String(64), unique=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[dt.datetime | None]
+
+    assets: Mapped[list[Asset]] = relationship(
+        back_populates="job", order_by="Asset.position", cascade="all, delete-orphan", passive_deletes=True
+    )
+    callbacks: Mapped[list[CallbackAttempt]] = relationship(
+        back_populates="job", order_by="CallbackAttempt.at", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.status} {self.origin}>"
+
+
+class Asset(Base):
+    """One source photo of a job."""
+
+    __tablename__ = "assets"
+    # The unique (job_id, position) index also serves lookups by job_id.
+    __table_args__ = (UniqueConstraint("job_id", "position"),)
+
+    id: Mapped[str] = _id()
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    name: Mapped[str] = mapped_column(String(255))  # output file stem
+    filename: Mapped[str | None] = mapped_column(Text)  # as uploaded; display only
+    sha256: Mapped[str] = mapped_column(String(64))
+    source_key: Mapped[str] = mapped_column(Text)
+    width: Mapped[int]
+    height: Mapped[int]
+    title: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    cutout_status: Mapped[str] = _status(StageStatus.PENDING)
+    cutout_key: Mapped[str | None] = mapped_column(Text)
+    edges_status: Mapped[str] = _status(StageStatus.PENDING)
+    control_key: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    # stage -> seconds; MutableDict so in-place edits are saved too.
+    timings: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
+
+    job: Mapped[Job] = relationship(back_populates="assets")
+    variants: Mapped[list[Variant]] = relationship(
+        back_populates="asset", order_by="Variant.created_at", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"<Asset {self.id} {self.name}>"
+
+
+class Variant(Base):
+    """One output file: an asset rendered for one target, scene and seed."""
+
+    __tablename__ = "variants"
+    # A redelivered task can never add a second row for the same output; the index serves
+    # lookups by asset_id too.
+    __table_args__ = (UniqueConstraint("asset_id", "target", "scene", "seed"), Index(None, "status"))
+
+    id: Mapped[str] = _id()
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(64))
+    scene: Mapped[str] = mapped_column(String(64), default="")  # "" = the target's default scene
+    seed: Mapped[int] = mapped_column(BigInteger)  # seeds go up to 2**32 - 1: past a 32-bit INTEGER
+    status: Mapped[str] = _status(StageStatus.PENDING)
+    key: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(String(64))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    check_ok: Mapped[bool | None]
+    check_summary: Mapped[str | None] = mapped_column(Text)
+    ai_generated: Mapped[bool] = mapped_column(default=False)
+    approved: Mapped[bool | None]  # None: not reviewed yet
+    error: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    asset: Mapped[Asset] = relationship(back_populates="variants")
+
+    def __repr__(self) -> str:
+        return f"<Variant {self.id} {self.target}/{self.scene or '-'}/{self.seed} {self.status}>"
+
+
+class Delivery(Base):
+    """One incoming webhook delivery; the unique key makes a platform's retry a visible duplicate."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("platform", "delivery_id"),)
+
+    id: Mapped[str] = _id()
+    platform: Mapped[str] = mapped_column(String(32))
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str | None] = mapped_column(String(128))
+    store: Mapped[str | None] = mapped_column(String(255))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = _status(DeliveryStatus.ACCEPTED)
+    reason: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    payload_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    job: Mapped[Job | None] = relationship()
+
+
+class CallbackAttempt(Base):
+    """One try at the outgoing completion callback of a job: the delivery log."""
+
+    __tablename__ = "callback_attempts"
+
+    id: Mapped[str] = _id()
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int]
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    ok: Mapped[bool] = mapped_column(default=False)
+
+    job: Mapped[Job] = relationship(back_populates="callbacks")
