@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     callback_secret: SecretStr | None = Field(None, description="HMAC key for signed completion callbacks")
     task_soft_time_limit: int = Field(600, ge=1, description="seconds before a task is asked to stop")
     task_time_limit: int = Field(720, ge=1, description="seconds before a task's process is killed")
+    requeue_after: float = Field(900, gt=0, description="seconds untouched before unfinished work is re-enqueued")
+    sweep_interval: float = Field(30, gt=0, description="seconds between a worker's checks for lost work")
 
     # Models
     model_dir: Path = Field(default_factory=_default_model_dir, description="where rembg models live (U2NET_HOME)")

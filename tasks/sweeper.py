@@ -1,0 +1,50 @@
+"""Recovery of lost messages: a thread in each worker's main process re-enqueues work that the
+database says is unfinished but nobody has touched for `requeue_after` seconds.
+
+Why: acks_late covers a killed worker child, but a killed whole worker on an embedded broker, or
+a Redis restarted without persistence, loses messages for good. The database does not forget.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_ready, worker_shutting_down
+
+from product_studio import work
+from product_studio.config import get_settings
+
+from .pipeline import enqueue_assets
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def sweep_once(older_than: float) -> int:
+    stale = work.stale_assets(older_than)
+    if stale:
+        log.warning("re-enqueueing %d asset(s) whose messages were lost", len(stale))
+        enqueue_assets(stale)
+    return len(stale)
+
+
+def _loop(interval: float, older_than: float) -> None:
+    while not _stop.wait(interval):
+        try:
+            sweep_once(older_than)
+        except Exception:  # the broker or database may be restarting: try again next round
+            log.exception("sweep failed")
+
+
+@worker_ready.connect
+def _start(**_) -> None:
+    settings = get_settings()
+    _stop.clear()
+    threading.Thread(target=_loop, args=(settings.sweep_interval, settings.requeue_after), daemon=True,
+                     name="product-studio-sweeper").start()
+
+
+@worker_shutting_down.connect
+def _halt(**_) -> None:
+    _stop.set()
