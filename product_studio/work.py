@@ -186,19 +186,20 @@ def run_variant(variant_id: str, settings: Settings | None = None) -> str | None
         return job.id if job is not None else None
 
 
-def fail(variant_or_asset: str, error: str, *, asset: bool = False, settings: Settings | None = None) -> str | None:
-    """Record a failure for good (bad input, retries exhausted); returns the job id if that
-    finished the job."""
+def fail(item_id: str, error: str, *, stage: str = "variant", settings: Settings | None = None) -> str | None:
+    """Record a failure for good (bad input, retries exhausted) of a variant, or of an asset's
+    "cutout" / "edges" stage (which fails its variants); returns the job id if that finished the job."""
     from .db import fail_variant
 
     db = runtime.database(settings or get_settings())
     with db.session() as s:
-        if asset:
-            fail_asset(s, variant_or_asset, error)
-            job_id = s.get_one(Asset, variant_or_asset).job_id
-        else:
-            v = fail_variant(s, variant_or_asset, error)
+        if stage == "variant":
+            v = fail_variant(s, item_id, error)
             job_id = v.asset.job_id if v else None
+        else:
+            update_stage(s, item_id, stage, StageStatus.FAILED, error=error)
+            fail_asset(s, item_id, error)
+            job_id = s.get_one(Asset, item_id).job_id
         job = maybe_finish_job(s, job_id) if job_id else None
         return job.id if job is not None else None
 

@@ -39,7 +39,7 @@ def cutout(self, asset_id: str) -> None:
     try:
         work.run_cutout(asset_id)
     except Exception as exc:
-        _give_up_or_retry(self, exc, lambda error: work.fail(asset_id, error, asset=True))
+        _give_up_or_retry(self, exc, lambda error: work.fail(asset_id, error, stage="cutout"))
         return
     edges.apply_async((asset_id,), queue="cpu")
 
@@ -49,7 +49,7 @@ def edges(self, asset_id: str) -> None:
     try:
         variants = work.run_edges(asset_id)
     except Exception as exc:
-        _give_up_or_retry(self, exc, lambda error: work.fail(asset_id, error, asset=True))
+        _give_up_or_retry(self, exc, lambda error: work.fail(asset_id, error, stage="edges"))
         return
     for variant_id, gpu in variants:
         variant.apply_async((variant_id,), queue="gpu" if gpu else "cpu")
