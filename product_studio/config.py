@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # Cut-out refinement
     cutout_flip_tta: bool = Field(False, description="average a horizontally flipped pass (better edges, 2x model time)")
     cutout_refine: bool = Field(True, description="clean and refine the rembg mask")
+    cutout_decontaminate: bool = Field(True, description="estimate foreground colours in the soft edge band")
+    cutout_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = one per core")
 
     @property
     def database(self) -> str:

@@ -168,16 +168,18 @@ def run_variant(variant_id: str, settings: Settings | None = None) -> str | None
     preset = _preset(target, scene, settings)
     key = content_key("variants", target.extension, cutout_key, target.model_dump_json(), preset.model_dump_json(),
                       str(seed), RENDER_VERSION)
+    cutout = _decode_png(blobs.get(cutout_key))
     if blobs.exists(key):  # a redelivery after the write but before the record
         data = blobs.get(key)
+        placement = place(cutout, target, name)
         ai = preset.backend == "diffusers" and not target.pure_white
     else:
-        rendered = render_variant(_decode_png(blobs.get(cutout_key)), target, preset, seed, name=name, title=title,
-                                  category=category, settings=settings)
+        rendered = render_variant(cutout, target, preset, seed, name=name, title=title, category=category,
+                                  settings=settings)
         data = encode(rendered.pixels, target, ai_generated=rendered.ai_generated)
-        ai = rendered.ai_generated
+        placement, ai = rendered.placement, rendered.ai_generated
         blobs.put(key, data, _CONTENT_TYPES[target.extension])
-    report = check_bytes(data, target, f"{name}/{target.name}")
+    report = check_bytes(data, target, f"{name}/{target.name}", placement.canvas_alpha)
     with db.session() as s:
         done = finish_variant(s, variant_id, key=key, content_type=_CONTENT_TYPES[target.extension], bytes=len(data),
                               width=target.width, height=target.height, check_ok=report.ok,

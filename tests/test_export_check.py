@@ -98,3 +98,20 @@ def test_png_encoder_round_trips_rgba():
     rgba = textured_cutout()
     back = np.asarray(Image.open(io.BytesIO(encode_png(rgba))))
     assert back.shape == rgba.shape and (back == rgba).all()
+
+
+def test_known_alpha_judges_exactly_the_pixels_outside_the_product():
+    """A white product on white cannot be told from its background by pixels alone; the
+    pipeline passes the alpha it placed, so every pixel outside the product must be 255."""
+    target = TARGETS["amazon-main"]
+    cutout = textured_cutout()
+    cutout[..., :3][cutout[..., 3] > 0] = 250  # a white product
+    p = place(cutout, target)
+    pixels = composite(np.full((2000, 2000, 3), 255, np.uint8), p)
+    data = encode(pixels, target)
+    assert not check_bytes(data, target).ok  # judged strictly from pixels alone
+    assert check_bytes(data, target, product_alpha=p.canvas_alpha).ok
+    shadowed = pixels.copy()
+    shadowed[1950:1960, 100:1900] = 240  # a faint shadow far from the product
+    report = check_bytes(encode(shadowed, target), target, product_alpha=p.canvas_alpha)
+    assert [r.name for r in report.failures] == ["white background"]

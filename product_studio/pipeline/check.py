@@ -18,6 +18,7 @@ _NEAR_WHITE = 230
 # The product's edge zone: its faint anti-aliased rim plus the 8x8 block a lossy codec rings
 # in. Background pixels further out than this must be exactly 255.
 _EDGE_RING = 16
+_CODEC_BLOCK = 8  # a JPEG block: ringing from an edge stays inside the block that holds it
 _FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
 
 
@@ -82,8 +83,21 @@ def product_fill(product: np.ndarray) -> float:
     return max((cols[-1] - cols[0] + 1) / w, (rows[-1] - rows[0] + 1) / h)
 
 
-def check_bytes(data: bytes, target: Target, name: str = "image") -> CheckReport:
-    """Check an encoded image against `target`. Raises BadInput only if it is not an image at all."""
+def known_background(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(background, product) from the product's own canvas alpha, when the caller knows it: the
+    background is everything further than one codec block from any product pixel."""
+    k = 2 * _CODEC_BLOCK + 1
+    near = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    return ~near, alpha >= 0.5
+
+
+def check_bytes(data: bytes, target: Target, name: str = "image", product_alpha: np.ndarray | None = None
+                ) -> CheckReport:
+    """Check an encoded image against `target`. Raises BadInput only if it is not an image at all.
+
+    Without `product_alpha` the product is found from the pixels (a white product on white cannot
+    be told from its background: it is judged strictly). The pipeline passes the alpha it placed,
+    so its own variants are judged on exactly the pixels outside the product."""
     source = load_bytes(data, name)  # same guards as any input: type sniffing, bombs, corruption
     report = CheckReport(target.name)
     with Image.open(io.BytesIO(data)) as im:
@@ -112,7 +126,10 @@ def check_bytes(data: bytes, target: Target, name: str = "image") -> CheckReport
         if source.alpha is not None:
             report.add("white background", False, "image has transparent pixels; an opaque white background is required")
         else:
-            background, product = white_background(source.rgb)
+            if product_alpha is not None and product_alpha.shape == source.rgb.shape[:2]:
+                background, product = known_background(product_alpha)
+            else:
+                background, product = white_background(source.rgb)
             off = background & (source.rgb != 255).any(axis=2)
             if not background.any():
                 report.add("white background", False, "no white background found around the product")

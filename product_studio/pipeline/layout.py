@@ -85,9 +85,11 @@ def place(cutout: np.ndarray, target: Target, name: str = "image") -> Placement:
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     premul = cv2.resize(premul, (w, h), interpolation=interp)
     alpha = cv2.resize(alpha, (w, h), interpolation=interp)
-    if interp == cv2.INTER_CUBIC:  # cubic overshoots at hard edges
-        np.clip(alpha, 0, 1, out=alpha)
-        np.clip(premul, 0, 255 * alpha[..., None], out=premul)
+    # Matting noise (and the faint tail an upscale smears it into) is not product: a pure-white
+    # background must stay exactly 255 there. Cubic also overshoots at hard edges: clip.
+    alpha[alpha < _BOX_ALPHA / 255] = 0
+    np.clip(alpha, 0, 1, out=alpha)
+    np.clip(premul, 0, 255 * alpha[..., None], out=premul)
 
     x = (target.width - w) // 2
     if target.align == "bottom":

@@ -162,7 +162,7 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
                 filename = f"{target.name}.{target.extension}"
                 atomic_write_bytes(stage / filename, data)
             with timer("check"):
-                report = check_bytes(data, target, f"{source.name}/{filename}")
+                report = check_bytes(data, target, f"{source.name}/{filename}", variant.placement.canvas_alpha)
             result.variants.append(VariantFile(
                 source.name, target.name, folder / filename, target.width, target.height, len(data), report,
                 time.perf_counter() - t0, variant.seed, variant.ai_generated,

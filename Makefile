@@ -1,0 +1,29 @@
+# The two commands of the README:  make demo  and  make test.
+# Each creates (or reuses) .venv/, installs the pinned set, provisions the offline cut-out
+# model (checksum-verified) and warms slow first imports; nothing needs installing by hand.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_TARGETS := -t amazon-main -t walmart-main -t shopify-square -t ebay -t google-shopping -t etsy -t lifestyle
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/product-studio models fetch --warm
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/product-studio examples demo-in
+	$(BIN)/product-studio process demo-in/*.jpg $(DEMO_TARGETS) --out demo-out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) demo-in demo-out

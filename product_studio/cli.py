@@ -1,0 +1,279 @@
+"""`product-studio`: the command-line door. It validates, calls the core, and reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .config import get_settings
+from .errors import ProductStudioError
+from .presets import TARGETS, get_target
+from .scenes import SCENES
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Turn product photos into listing-ready images.")
+
+
+class _Consoles:
+    """Made on first use, so the terminal width (COLUMNS) is read when a command runs."""
+
+    @property
+    def out(self) -> Console:
+        return Console()
+
+    @property
+    def err(self) -> Console:
+        return Console(stderr=True)
+
+
+_c = _Consoles()
+
+DEFAULT_TARGETS = ["amazon-main", "shopify-square", "lifestyle"]
+
+
+def _fail(exc: ProductStudioError) -> typer.Exit:
+    _c.err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    """Output folder names: the photo stems, suffixed where two photos share one."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        n = seen[p.stem] = seen.get(p.stem, 0) + 1
+        names.append(p.stem if n == 1 else f"{p.stem}-{n}")
+    return names
+
+
+@app.command()
+def process(
+    photos: Annotated[list[Path], typer.Argument(help="product photos (JPEG, PNG, WebP, TIFF, ...)")],
+    target: Annotated[list[str], typer.Option("--target", "-t", help="export target (repeatable)")] = DEFAULT_TARGETS,
+    scene: Annotated[str | None, typer.Option(help="scene preset for scene targets")] = None,
+    seed: Annotated[int, typer.Option(help="seed for scene generation")] = 0,
+    detector: Annotated[str | None, typer.Option(help="edge detector for control.png")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
+) -> None:
+    """Cut out each photo and write one file per target into OUT/<photo>/."""
+    from .pipeline.ingest import load_path
+    from .pipeline.process import process_photo
+
+    settings = get_settings()
+    try:
+        targets = [get_target(t) for t in dict.fromkeys(target)]
+        if scene is not None:
+            from .scenes import get_scene
+
+            get_scene(scene)
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+
+    table = Table(title=f"{len(photos)} photo(s) -> {out_dir}")
+    for col in ("photo", "target", "pixels", "bytes", "check", "seconds"):
+        table.add_column(col, justify="right" if col in ("bytes", "seconds") else "left")
+    exit_code = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=_c.err, transient=True) as progress:
+        task = progress.add_task("processing", total=len(photos))
+        for path, name in zip(photos, _unique_names(photos)):
+            progress.update(task, description=f"processing {path.name}")
+            t0 = time.perf_counter()
+            try:
+                source = load_path(path, settings)
+                source = dataclasses.replace(source, name=name)
+                result = process_photo(source, targets, out_dir, scene=scene, seed=seed, detector=detector,
+                                       settings=settings)
+            except ProductStudioError as exc:
+                progress.console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+                table.add_row(path.name, "-", "-", "-", f"[red]error: {exc}[/red]", f"{time.perf_counter() - t0:.2f}")
+                exit_code = max(exit_code, exc.exit_code)
+            else:
+                folder = result.folder
+                for extra in ("cutout.png", "control.png"):
+                    f = folder / extra
+                    if f.exists():
+                        table.add_row(name, extra.removesuffix(".png"), _pixels(f), f"{f.stat().st_size:,}", "", "")
+                for v in result.variants:
+                    check = "[green]pass[/green]" if v.check.ok else f"[red]{v.check.summary()}[/red]"
+                    table.add_row(name, v.target, f"{v.width}x{v.height}", f"{v.bytes:,}", check, f"{v.seconds:.2f}")
+                    if not v.check.ok:
+                        exit_code = max(exit_code, 1)
+            progress.advance(task)
+    _c.out.print(table)
+    raise typer.Exit(exit_code)
+
+
+def _pixels(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return f"{im.width}x{im.height}"
+
+
+@app.command()
+def targets() -> None:
+    """List the export targets and their rules."""
+    table = Table(title="export targets")
+    for col in ("target", "what", "canvas", "background", "format", "rules"):
+        table.add_column(col)
+    for t in TARGETS.values():
+        table.add_row(t.name, t.title, f"{t.width}x{t.height}", "pure white" if t.pure_white else "scene",
+                      t.format, "; ".join(t.rules()))
+    _c.out.print(table)
+
+
+@app.command()
+def scenes() -> None:
+    """List the scene presets."""
+    table = Table(title="scene presets")
+    for col in ("scene", "backend", "what"):
+        table.add_column(col)
+    for s in SCENES.values():
+        table.add_row(s.name, s.backend, s.title)
+    _c.out.print(table)
+
+
+@app.command()
+def check(
+    image: Annotated[Path, typer.Argument(help="image file to validate")],
+    target: Annotated[str, typer.Option("--target", "-t", help="target whose rules apply")],
+) -> None:
+    """Validate IMAGE against a target's rules; exits 1 if any rule fails."""
+    from .pipeline.check import check_bytes
+
+    try:
+        t = get_target(target)
+        if not image.is_file():
+            raise ProductStudioError(f"{image}: no such file")
+        report = check_bytes(image.read_bytes(), t, image.name)
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"{image.name} vs {t.name}")
+    table.add_column("rule")
+    table.add_column("result")
+    table.add_column("detail")
+    for r in report.rules:
+        table.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
+    table.add_row("AI label", "yes" if report.ai_labelled else "no", "IPTC DigitalSourceType trainedAlgorithmicMedia")
+    _c.out.print(table)
+    _c.out.print("[green]pass[/green]" if report.ok else f"[red]fail:[/red] {len(report.failures)} rule(s)")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def doctor() -> None:
+    """Say which models, backends and services are available, and why the others are not."""
+    from .doctor import run_checks
+
+    table = Table(title="product-studio doctor")
+    for col in ("component", "status", "detail"):
+        table.add_column(col)
+    worst = 0
+    for c in run_checks(get_settings()):
+        table.add_row(c.name, {"ok": "[green]ok[/green]", "warn": "[yellow]missing[/yellow]",
+                               "fail": "[red]FAIL[/red]"}[c.status], c.detail)
+        worst = max(worst, {"ok": 0, "warn": 0, "fail": 1}[c.status])
+    _c.out.print(table)
+    raise typer.Exit(worst)
+
+
+models_app = typer.Typer(help="List and provision models.", no_args_is_help=False, invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context) -> None:
+    """List the models this installation can use."""
+    if ctx.invoked_subcommand:
+        return
+    from .provision import describe
+
+    table = Table(title="models")
+    for col in ("model", "status", "where"):
+        table.add_column(col)
+    for row in describe(get_settings()):
+        table.add_row(*row)
+    _c.out.print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(warm: Annotated[bool, typer.Option(help="also warm slow first imports")] = True) -> None:
+    """Provision the offline cut-out model (verified by checksum) and warm first imports."""
+    from .provision import provision_u2netp, warm_imports
+
+    try:
+        path = provision_u2netp(get_settings())
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    _c.out.print(f"u2netp model ready at {path}")
+    if warm:
+        _c.out.print(f"warmed imports in {warm_imports(get_settings()):.1f} s")
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="comma-separated queues: cpu, gpu")] = "cpu,gpu",
+    concurrency: Annotated[int | None, typer.Option(help="worker processes (default: one per core)")] = None,
+    pool: Annotated[str, typer.Option(help="prefork, solo or threads (solo/threads for one GPU)")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="celery log level")] = "info",
+) -> None:
+    """Start a Celery worker on the configured broker (embedded by default)."""
+    from tasks import app as celery_app
+
+    argv = ["worker", f"--queues={queues}", f"--pool={pool}", f"--loglevel={loglevel}", "--without-gossip",
+            "--without-mingle"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    worker: Annotated[bool, typer.Option(help="also run a worker (the one-machine set-up)")] = True,
+    concurrency: Annotated[int | None, typer.Option(help="worker processes")] = None,
+) -> None:
+    """Run the web app (and a worker) on the configured database, broker and storage."""
+    import subprocess
+
+    import uvicorn
+
+    from .web.app import create_app
+
+    child = None
+    if worker:
+        argv = [sys.executable, "-m", "product_studio.cli", "worker", "--loglevel", "warning"]
+        child = subprocess.Popen(argv + ([f"--concurrency={concurrency}"] if concurrency else []))
+    try:
+        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(60)
+
+
+@app.command()
+def examples(folder: Annotated[Path, typer.Argument(help="where to write the example photos")] = Path("examples")) -> None:
+    """Write example product photos (real photographs shipped by scikit-image)."""
+    from .examples import write_examples
+
+    for p in write_examples(folder):
+        _c.out.print(str(p))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""What `product-studio doctor` reports: each component, whether it works, and why not."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warn (optional, missing) | fail (the default pipeline cannot run)
+    detail: str
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def _cutout(settings: Settings) -> Check:
+    from .provision import U2NETP_MD5, md5
+
+    path = Path(settings.model_dir) / f"{settings.cutout_model}.onnx"
+    if not path.is_file():
+        hint = "run `product-studio models fetch`" if settings.cutout_model == "u2netp" else \
+            "rembg downloads it when online; offline, put the file there"
+        return Check(f"cutout model {settings.cutout_model}", "fail", f"missing {path}: {hint}")
+    if settings.cutout_model == "u2netp" and md5(path) != U2NETP_MD5:
+        return Check("cutout model u2netp", "fail", f"{path} has the wrong checksum; delete it and fetch again")
+    return Check(f"cutout model {settings.cutout_model}", "ok", f"{path} (rembg {_version('rembg')})")
+
+
+def _onnxruntime(settings: Settings) -> Check:
+    import onnxruntime as ort
+
+    return Check("onnxruntime", "ok", f"{ort.__version__}, providers {', '.join(ort.get_available_providers())}")
+
+
+def _torch(settings: Settings) -> Check:
+    try:
+        import torch
+        import torchvision
+    except Exception as exc:  # a mismatched pair fails at import
+        return Check("torch", "fail", f"import failed: {exc}")
+    cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else "no GPU: CPU"
+    return Check("torch", "ok", f"torch {torch.__version__}, torchvision {torchvision.__version__}; {cuda}; "
+                               f"configured device {settings.device}")
+
+
+def _edges(settings: Settings) -> Check:
+    from .pipeline.edges import DETECTORS
+
+    try:
+        import controlnet_aux  # noqa: F401
+    except Exception as exc:
+        return Check("edges: controlnet-aux", "fail", f"import failed: {exc}")
+    free = [n for n, d in DETECTORS.items() if not d.weights]
+    hub = [n for n, d in DETECTORS.items() if d.weights]
+    status = "ok" if settings.edge_detector in free else "warn"
+    return Check("edges: controlnet-aux", status,
+                 f"{_version('controlnet-aux')}; ready: {', '.join(free)}; need weights from "
+                 f"{settings.annotators_repo}: {', '.join(hub)}; default {settings.edge_detector}")
+
+
+def _scenes(settings: Settings) -> Check:
+    from .scenes import SCENES
+
+    return Check("scenes", "ok", ", ".join(f"{s.name} ({s.backend})" for s in SCENES.values()))
+
+
+def _diffusers(settings: Settings) -> Check:
+    try:
+        import diffusers
+    except Exception as exc:
+        return Check("scene backend diffusers", "warn", f"import failed: {exc}")
+    mode = "offline: model ids must be local folders or cached" if settings.offline else "online"
+    return Check("scene backend diffusers", "ok", f"diffusers {diffusers.__version__}; {mode}")
+
+
+CHECKS: tuple[Callable[[Settings], Check], ...] = (_cutout, _onnxruntime, _torch, _edges, _scenes, _diffusers)
+
+
+def run_checks(settings: Settings) -> Iterator[Check]:
+    settings.apply_environment()
+    for check in CHECKS:
+        try:
+            yield check(settings)
+        except Exception as exc:  # doctor reports; it never crashes
+            yield Check(check.__name__.strip("_"), "fail", f"{type(exc).__name__}: {exc}")

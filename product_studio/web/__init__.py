@@ -1,0 +1,1 @@
+"""The web door: JSON API (and, later, the admin pages). It never imports torch."""
