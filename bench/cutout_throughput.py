@@ -8,7 +8,8 @@ Inputs: real photos shipped with scikit-image (or the files in DIR), resized so 
   (b) ours: read bytes, ingest.load_bytes, cut_out, encode_png, atomic write, through
       cut_out_many (the same code a batch run uses).
 With --rounds N the two alternate N times (a b a b ...) so a busy neighbour hurts both alike.
-Prints images/s for each, the ratio (b / a), and where (b)'s time goes, image by image.
+Prints images/s for each, the ratio (b / a), where (b)'s time goes, image by image, and the
+per-stage time of a full `process` of one photo into four targets.
 """
 
 from __future__ import annotations
@@ -115,6 +116,24 @@ def split(files: list[Path], settings: Settings, out: Path) -> dict[str, float]:
     return {k: v / len(files) for k, v in steps.items()}
 
 
+PROCESS_TARGETS = ("amazon-main", "shopify-square", "ebay", "lifestyle")
+
+
+def process_stages(photo: Path, settings: Settings, out: Path) -> dict[str, float]:
+    """Per-stage seconds of a full `process` of one photo into four targets (second run: the
+    first pays one-off model loads and imports, which a long-running worker pays once)."""
+    from product_studio.pipeline.process import process_photo
+    from product_studio.presets import get_target
+
+    targets = [get_target(t) for t in PROCESS_TARGETS]
+    process_photo(load_bytes(photo.read_bytes(), photo.name, settings), targets, out, settings=settings)
+    t0 = time.perf_counter()
+    source = load_bytes(photo.read_bytes(), photo.name, settings)
+    decode = time.perf_counter() - t0
+    result = process_photo(source, targets, out, settings=settings)
+    return {"decode": decode, **result.timings}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=Path, help="folder of photos (default: scikit-image's)")
@@ -158,6 +177,11 @@ def main() -> None:
         for name, s in steps.items():
             print(f"  {name:28} {s:6.3f}")
         print(f"  {'total':28} {sum(steps.values()):6.3f}")
+        stages = process_stages(files[0], settings, tmp / "process")
+        print(f"full process of one {size} photo into {', '.join(PROCESS_TARGETS)}, seconds per stage:")
+        for name, s in stages.items():
+            print(f"  {name:28} {s:6.3f}")
+        print(f"  {'total':28} {sum(stages.values()):6.3f}")
 
 
 if __name__ == "__main__":

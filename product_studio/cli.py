@@ -253,13 +253,22 @@ def serve(
     child = None
     if worker:
         argv = [sys.executable, "-m", "product_studio.cli", "worker", "--loglevel", "warning"]
-        child = subprocess.Popen(argv + ([f"--concurrency={concurrency}"] if concurrency else []))
-    try:
-        uvicorn.run(create_app(), host=host, port=port, log_level="info")
-    finally:
-        if child is not None:
+        # Its own session: a Ctrl-C or a group kill must reach the worker's main process only, which
+        # stops its pool cleanly (pool children killed directly can deadlock billiard's shutdown).
+        child = subprocess.Popen(argv + ([f"--concurrency={concurrency}"] if concurrency else []),
+                                 start_new_session=True)
+    def stop_worker() -> None:
+        if child is not None and child.poll() is None:
             child.terminate()
-            child.wait(60)
+            try:
+                child.wait(60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    try:
+        uvicorn.run(create_app(on_shutdown=stop_worker), host=host, port=port, log_level="info")
+    finally:
+        stop_worker()
 
 
 @app.command()

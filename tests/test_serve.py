@@ -43,11 +43,26 @@ def server(tmp_path):
     else:
         pytest.fail((tmp_path / "serve.log").read_text())
     yield base
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    proc.terminate()  # serve stops its own worker
+    proc.wait(90)
+    deadline = time.time() + 30
+    while (left := processes_using(str(tmp_path))) and time.time() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "serve left its worker running"
+
+
+def processes_using(data_dir: str) -> list[int]:
+    """Processes whose environment points at this test's data folder."""
+    found = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"PRODUCT_STUDIO_DATA_DIR={data_dir}".encode() in env.read_bytes():
+                found.append(int(env.parent.name))
+        except OSError:
+            pass
+    return found
 
 
 def jpeg(rgb) -> bytes:

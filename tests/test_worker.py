@@ -155,11 +155,12 @@ class Stack:
     def stop(self) -> None:
         for w in self.workers:
             if w.poll() is None:
-                os.killpg(w.pid, signal.SIGTERM)
+                w.terminate()  # the main process only: it stops its pool (a group SIGTERM can deadlock it)
                 try:
-                    w.wait(20)
+                    w.wait(60)
                 except subprocess.TimeoutExpired:
                     os.killpg(w.pid, signal.SIGKILL)
+                    pytest.fail("the worker did not stop on SIGTERM")
         self.db.dispose()
 
     def assert_stored_exactly_once(self, job_id: str, expected: int) -> None:

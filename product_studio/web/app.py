@@ -6,6 +6,8 @@ An upload returns as soon as the job is recorded; the work happens in the worker
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Form, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -17,9 +19,18 @@ from ..models import Job
 from ..storage import NotFound
 
 
-def create_app() -> FastAPI:
+def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+    """`on_shutdown` runs when the server stops (uvicorn re-raises SIGTERM afterwards, so a
+    caller's `finally` would never run)."""
     settings = get_settings()
-    app = FastAPI(title="Product Studio", version="0.1.0")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        if on_shutdown is not None:
+            on_shutdown()
+
+    app = FastAPI(title="Product Studio", version="0.1.0", lifespan=lifespan)
 
     @app.exception_handler(ProductStudioError)
     async def _error(_, exc: ProductStudioError) -> JSONResponse:
