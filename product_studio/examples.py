@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 # (name, skimage.data function): a cup on a saucer, a rocket on its pad, a motorbike.
-EXAMPLES = (("coffee", "coffee"), ("rocket", "rocket"), ("motorcycle", "motorcycle_left"))
+EXAMPLES = (("coffee", "coffee"), ("rocket", "rocket"), ("motorcycle", "stereo_motorcycle"))
 
 
 def write_examples(folder: Path) -> list[Path]:
@@ -18,6 +18,8 @@ def write_examples(folder: Path) -> list[Path]:
     for name, fn in EXAMPLES:
         path = folder / f"{name}.jpg"
         if not path.exists():
-            Image.fromarray(getattr(data, fn)()).convert("RGB").save(path, quality=95)
+            pixels = getattr(data, fn)()
+            pixels = pixels[0] if isinstance(pixels, tuple) else pixels  # stereo pairs: the left view
+            Image.fromarray(pixels).convert("RGB").save(path, quality=95)
         paths.append(path)
     return paths

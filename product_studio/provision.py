@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -54,8 +55,10 @@ def warm_imports(settings: Settings) -> float:
     """Pay slow first imports once (numba compiling pymatting, controlnet-aux's detectors)."""
     t0 = time.perf_counter()
     settings.apply_environment()
-    import controlnet_aux  # noqa: F401
-    import rembg  # noqa: F401
+    with warnings.catch_warnings():  # third-party deprecation chatter, nothing actionable
+        warnings.simplefilter("ignore")
+        import controlnet_aux  # noqa: F401
+        import rembg  # noqa: F401
 
     return time.perf_counter() - t0
 
