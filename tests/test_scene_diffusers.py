@@ -170,6 +170,121 @@ def test_mismatched_kind_or_controlnet_is_refused(tiny_dirs):
         sd.load_pipeline(settings_for("sd15", sd15, sdxl_cn))
 
 
+# --- LoRA and scheduler settings ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lora_dir(settings, tmp_path_factory) -> Path:
+    """A random, non-zero LoRA for the tiny model of `settings`' kind (peft, saved like a hub LoRA)."""
+    from tiny_diffusers import save_tiny_lora
+
+    return save_tiny_lora(settings.diffusion_kind, Path(settings.diffusion_model),
+                          tmp_path_factory.mktemp(f"lora-{settings.diffusion_kind}"))
+
+
+def with_lora(settings: Settings, lora_dir: Path) -> Settings:
+    return settings.model_copy(update={"diffusion_lora": str(lora_dir)})
+
+
+def test_lora_is_fused_into_the_unet_and_its_adapters_dropped(settings, lora_dir):
+    import torch
+    from safetensors.torch import load_file
+    from tiny_diffusers import LORA_TARGETS
+
+    base = sd.get_pipeline(settings)
+    pipe = sd.get_pipeline(with_lora(settings, lora_dir))  # the one generate() uses below
+    lora = load_file(lora_dir / "pytorch_lora_weights.safetensors")
+    before, after = base.unet.state_dict(), pipe.unet.state_dict()
+    # Fused and unloaded: the same parameters as the plain UNet, no lora_A/lora_B/base_layer left.
+    assert after.keys() == before.keys()
+    assert not getattr(pipe.unet, "peft_config", None)
+    assert not [n for n, _ in pipe.unet.named_modules() if "lora" in n.lower()]
+    assert pipe.get_list_adapters() == {}
+    # Every target projection, and nothing else, is now W + B @ A (lora_alpha == rank: scale 1).
+    targets = [n for n, m in pipe.unet.named_modules() if n.endswith(LORA_TARGETS) and isinstance(m, torch.nn.Linear)]
+    assert targets and all(type(pipe.unet.get_submodule(n)) is torch.nn.Linear for n in targets)
+    assert len(lora) == 2 * len(targets)
+    for name in targets:
+        delta = lora[f"unet.{name}.lora_B.weight"] @ lora[f"unet.{name}.lora_A.weight"]
+        assert delta.abs().max() > 0.1
+        torch.testing.assert_close(after[f"{name}.weight"], before[f"{name}.weight"] + delta, rtol=1e-5, atol=1e-5)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {f"{n}.weight" for n in targets}
+    # The LoRA holds UNet weights only: the text encoders and the ControlNet are untouched.
+    for part in ("text_encoder", "controlnet") + (("text_encoder_2",) if settings.diffusion_kind == "sdxl" else ()):
+        ours, theirs = getattr(pipe, part).state_dict(), getattr(base, part).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_lora_changes_the_generated_scene(settings, lora_dir):
+    lora_settings = with_lora(settings, lora_dir)
+    plain, styled = run(settings, seed=7)[0].pixels, run(lora_settings, seed=7)[0].pixels
+    assert styled.shape == (H, W, 3) and styled.dtype == np.uint8
+    # Same seed, same pixels without the LoRA (bit-exact, above), so any difference is the LoRA's.
+    # Random LoRA on random weights: the tiny SDXL moves less than SD1.5 (~2 vs ~20 levels).
+    diff = np.abs(plain.astype(int) - styled.astype(int))
+    assert diff.mean() > 1 and (diff > 0).mean() > 0.5
+    assert np.array_equal(run(lora_settings, seed=7)[0].pixels, styled)  # still reproducible by seed
+    assert model_cache.loads[sd.cache_key(lora_settings)] == 1
+
+
+def test_lora_as_a_single_file_or_renamed_in_its_folder(settings, lora_dir, tmp_path):
+    """What people download: one .safetensors file, under any name."""
+    import shutil
+
+    renamed = tmp_path / "my-style.safetensors"
+    shutil.copy(lora_dir / "pytorch_lora_weights.safetensors", renamed)
+    weight = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    expected = sd.get_pipeline(with_lora(settings, lora_dir)).unet.state_dict()[weight]
+    for path in (renamed, tmp_path):
+        pipe = sd.load_pipeline(with_lora(settings, path))
+        assert np.array_equal(pipe.unet.state_dict()[weight].numpy(), expected.numpy())
+
+
+def test_missing_lora_offline_fails_fast_and_says_what_to_set(settings, tmp_path):
+    for lora in (str(tmp_path / "missing"), "nobody/no-such-lora"):
+        t = time.monotonic()
+        with pytest.raises(ModelUnavailable) as err:
+            sd.load_pipeline(settings.model_copy(update={"diffusion_lora": lora}))
+        assert time.monotonic() - t < 5
+        message = str(err.value)
+        assert "PRODUCT_STUDIO_DIFFUSION_LORA" in message and lora in message and "Offline" in message
+        assert "\n" not in message
+
+
+def test_a_model_folder_is_not_a_lora(settings):
+    with pytest.raises(ModelUnavailable, match="LoRA.*PRODUCT_STUDIO_DIFFUSION_LORA"):
+        sd.load_pipeline(settings.model_copy(update={"diffusion_lora": settings.diffusion_model}))
+
+
+@pytest.mark.parametrize("name", ["LCMScheduler", "EulerAncestralDiscreteScheduler"])
+def test_chosen_scheduler_is_loaded_and_generates(settings, name):
+    import diffusers
+
+    chosen = settings.model_copy(update={"diffusion_scheduler": name})
+    pipe = sd.get_pipeline(chosen)
+    assert type(pipe.scheduler) is getattr(diffusers, name)
+    # Built from the model's own scheduler config: its noise schedule is kept.
+    base = sd.get_pipeline(settings).scheduler.config
+    for key in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule"):
+        assert pipe.scheduler.config[key] == base[key]
+    (g,) = run(chosen, seed=3)
+    assert g.pixels.shape == (H, W, 3) and g.pixels.std() > 1
+    assert model_cache.loads[sd.cache_key(chosen)] == 1
+
+
+@pytest.mark.parametrize("name", ["NoSuchScheduler", "SchedulerMixin", "AutoencoderKL", "lcmscheduler"])
+def test_unknown_scheduler_lists_the_choices(tiny_dirs, name):
+    """Names that are not diffusers schedulers (some are other diffusers classes) are refused before loading."""
+    s = settings_for("sd15", *tiny_dirs["sd15"]).model_copy(update={"diffusion_scheduler": name})
+    with pytest.raises(UnknownName) as err:
+        sd.load_pipeline(s)
+    message = str(err.value)
+    assert repr(name) in message and "choose one of:" in message
+    choices = message.split("choose one of:", 1)[1].split(", ")
+    assert {"LCMScheduler", "EulerAncestralDiscreteScheduler", "DDIMScheduler"} <= {c.strip() for c in choices}
+    assert all(c.strip().endswith("Scheduler") for c in choices)
+
+
 # --- no models needed --------------------------------------------------------------------------
 
 @pytest.mark.parametrize(

@@ -130,3 +130,26 @@ def save_tiny_sd15(folder: Path) -> tuple[Path, Path]:
 def save_tiny_sdxl(folder: Path) -> tuple[Path, Path]:
     """Write a tiny SDXL model and ControlNet; returns (model_dir, controlnet_dir)."""
     return _save(build_tiny_sdxl(), StableDiffusionXLPipeline, Path(folder))
+
+
+# The attention projections, as LoRAs trained with diffusers' own scripts target them.
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def save_tiny_lora(kind: str, model_dir: Path, folder: Path, rank: int = 4) -> Path:
+    """Write a random, non-zero UNet LoRA for a tiny model (as save_tiny_sd15/sdxl wrote it); returns its folder.
+
+    peft's `init_lora_weights=False` draws both A and B at random (the default zeroes B, which
+    would make the LoRA a no-op), so loading it must change the UNet. lora_alpha == rank: the
+    update is exactly B @ A. Saved with the pipeline's own save_lora_weights, in the same format
+    (pytorch_lora_weights.safetensors, "unet."-prefixed keys) as LoRAs on the hub.
+    """
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipeline_cls = {"sd15": StableDiffusionInpaintPipeline, "sdxl": StableDiffusionXLPipeline}[kind]
+    unet = UNet2DConditionModel.from_pretrained(Path(model_dir) / "unet")
+    torch.manual_seed(1)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(LORA_TARGETS), init_lora_weights=False))
+    pipeline_cls.save_lora_weights(Path(folder), unet_lora_layers=get_peft_model_state_dict(unet))
+    return Path(folder)
