@@ -84,7 +84,43 @@ def _diffusers(settings: Settings) -> Check:
     return Check("scene backend diffusers", "ok", f"diffusers {diffusers.__version__}; {mode}")
 
 
-CHECKS: tuple[Callable[[Settings], Check], ...] = (_cutout, _onnxruntime, _torch, _edges, _scenes, _diffusers)
+def _database(settings: Settings) -> Check:
+    from .db import Database
+
+    db = Database(settings.database)
+    try:
+        current, head = db.current_revision(), db.head_revision()
+    finally:
+        db.dispose()
+    url = db.url.render_as_string(hide_password=True)
+    if current != head:
+        return Check("database", "warn", f"{url}: schema at {current or 'nothing'}, {head} is current "
+                                         "(migrated on first use)")
+    return Check("database", "ok", f"{url}, schema {current}")
+
+
+def _broker(settings: Settings) -> Check:
+    from tasks import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=3)
+    return Check("broker", "ok", settings.broker_url + (" (embedded, no server)" if
+                                                        settings.broker_url.startswith("filesystem") else ""))
+
+
+def _storage(settings: Settings) -> Check:
+    from . import runtime
+
+    blobs = runtime.store(settings)
+    blobs.put("doctor/probe", b"ok")
+    ok = blobs.get("doctor/probe") == b"ok"
+    blobs.delete("doctor/probe")
+    return Check("storage", "ok" if ok else "fail", f"{settings.storage} ({type(blobs).__name__}), writable")
+
+
+CHECKS: tuple[Callable[[Settings], Check], ...] = (
+    _cutout, _onnxruntime, _torch, _edges, _scenes, _diffusers, _database, _broker, _storage,
+)
 
 
 def run_checks(settings: Settings) -> Iterator[Check]:

@@ -276,6 +276,3 @@ def is_permanent(exc: BaseException) -> bool:
     """Errors a retry cannot fix: record them as failed at once."""
     return isinstance(exc, ProductStudioError) and not exc.retryable
 
-
-__all__ = ["Upload", "submit", "run_cutout", "run_edges", "run_variant", "fail", "deliver_callback",
-           "stale_assets", "job_document", "is_permanent", "BadInput", "TransientError", "NotFound"]
