@@ -221,7 +221,7 @@ def models_fetch(warm: Annotated[bool, typer.Option(help="also warm slow first i
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(help="comma-separated queues: cpu, gpu")] = "cpu,gpu",
+    queues: Annotated[str, typer.Option(help="comma-separated queues: cpu-intake, cpu, gpu")] = "cpu-intake,cpu,gpu",
     concurrency: Annotated[int | None, typer.Option(help="worker processes (default: one per core)")] = None,
     pool: Annotated[str, typer.Option(help="prefork, solo or threads (solo/threads for one GPU)")] = "prefork",
     loglevel: Annotated[str, typer.Option(help="celery log level")] = "info",

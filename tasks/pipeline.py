@@ -2,7 +2,9 @@
 which renders, exports, checks and stores; the last to finish sends the job's callback.
 
 No task waits on another: each enqueues the next step. Generative variants go to the `gpu`
-queue, everything else to `cpu`.
+queue, everything else to `cpu`; a photo's first step goes to `cpu-intake`. Workers take from
+their queues in turn, so a big batch keeps finishing photos as it goes instead of cutting out
+every photo before the first variant is rendered.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ MAX_RETRIES = 5
 CALLBACK_RETRIES = 8
 
 
+INTAKE = "cpu-intake"
+
+
 def enqueue_assets(asset_ids: list[str]) -> None:
     for asset_id in asset_ids:
-        cutout.apply_async((asset_id,), queue="cpu")
+        cutout.apply_async((asset_id,), queue=INTAKE)
 
 
 def _give_up_or_retry(task, exc: BaseException, fail) -> None:
