@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from . import runtime
 from .config import Settings, get_settings
 from .db import AssetSpec, create_job, fail_asset, finish_variant, log_callback, maybe_finish_job, update_stage
-from .errors import BadInput, ProductStudioError, TransientError
+from .errors import ProductStudioError
 from .models import JOB_FINAL, STAGE_FINAL, Asset, Job, StageStatus, Variant, utcnow
 from .pipeline.check import check_bytes
 from .pipeline.cutout import cut_out
@@ -31,7 +31,7 @@ from .pipeline.layout import place
 from .pipeline.process import render_variant
 from .presets import Target, get_target
 from .scenes import ScenePreset, get_scene
-from .storage import NotFound, content_key
+from .storage import content_key
 
 # Bump when a stage's output for the same inputs changes: new keys, so old outputs are not reused.
 CUTOUT_VERSION = "cutout-1"
@@ -127,7 +127,7 @@ def run_edges(asset_id: str, settings: Settings | None = None) -> list[tuple[str
     with db.session() as s:
         asset = s.get_one(Asset, asset_id)
         job = asset.job
-        cutout_key, sha = asset.cutout_key, asset.sha256
+        cutout_key = asset.cutout_key
         pending = [(v.id, v.target, v.scene) for v in asset.variants if v.status not in STAGE_FINAL]
         targets = job.params["targets"]
         done = asset.edges_status == StageStatus.DONE and asset.control_key and blobs.exists(asset.control_key)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from celery.exceptions import SoftTimeLimitExceeded
 
 from product_studio import work
+from product_studio.errors import ProductStudioError, TransientError
 
 from .celery_app import app
 
@@ -31,10 +32,10 @@ def _give_up_or_retry(task, exc: BaseException, fail) -> None:
     """Permanent errors (bad input, missing model) are recorded at once; transient ones retried
     with exponential backoff, then recorded."""
     if isinstance(exc, SoftTimeLimitExceeded):
-        exc = work.TransientError(f"timed out after {app.conf.task_soft_time_limit} s")
+        exc = TransientError(f"timed out after {app.conf.task_soft_time_limit} s")
     if not work.is_permanent(exc) and task.request.retries < MAX_RETRIES:
         raise task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
-    job_id = fail(f"{type(exc).__name__}: {exc}" if not isinstance(exc, work.ProductStudioError) else str(exc))
+    job_id = fail(f"{type(exc).__name__}: {exc}" if not isinstance(exc, ProductStudioError) else str(exc))
     if job_id:
         callback.apply_async((job_id,), queue="cpu")
 

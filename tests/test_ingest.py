@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-import time
 import zipfile
 import zlib
 
@@ -248,9 +247,8 @@ def test_mangled_files_only_ever_raise_bad_input(photo_bytes):
 def test_decompression_bomb_refused_from_the_header():
     bomb = png_header_only(30000, 30000)  # 900 Mpx claimed in < 100 bytes
     assert len(bomb) < 200
-    t = time.perf_counter()
+    # The bomb carries no pixel data: refusing it by size (not "truncated") proves the header decided.
     assert bad(bomb, "big.png") == "big.png: 900000000 px is over the 100000000-pixel limit"
-    assert time.perf_counter() - t < 0.5  # nothing was decoded or allocated
 
 
 def test_pixel_limit_comes_from_settings():
@@ -291,14 +289,13 @@ def test_very_wide_image_loads_exactly(photo_bytes):
     assert np.array_equal(src.rgb, wide)
 
 
-def test_2048px_jpeg_decodes_fast(photo_bytes):
+def test_2048px_jpeg_decodes_like_pillow(photo_bytes):
+    """The fast strict decoder gives the same pixels as Pillow (speed is measured in bench/)."""
     big = np.ascontiguousarray(np.tile(data.astronaut(), (4, 4, 1)))  # 2048x2048 real photo
     raw = photo_bytes(big, "JPEG", quality=90)
-    load_bytes(raw)  # warm up
-    t = time.perf_counter()
     src = load_bytes(raw)
     assert src.rgb.shape == (2048, 2048, 3)
-    assert time.perf_counter() - t < 0.25  # about 25 ms here; the bound only catches a regression
+    assert np.array_equal(src.rgb, np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
 
 
 # --- modes, bit depth and colour --------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_missing_model_offline_fails_fast_and_says_what_to_set(settings, tmp_pat
         t = time.monotonic()
         with pytest.raises(ModelUnavailable) as err:
             sd.load_pipeline(settings.model_copy(update={"diffusion_model": model}))
-        assert time.monotonic() - t < 5
+        assert time.monotonic() - t < 20  # offline: no ~23 s of hub retries
         message = str(err.value)
         assert "PRODUCT_STUDIO_DIFFUSION_MODEL" in message and model in message and "Offline" in message
         assert "\n" not in message
@@ -245,7 +245,7 @@ def test_missing_lora_offline_fails_fast_and_says_what_to_set(settings, tmp_path
         t = time.monotonic()
         with pytest.raises(ModelUnavailable) as err:
             sd.load_pipeline(settings.model_copy(update={"diffusion_lora": lora}))
-        assert time.monotonic() - t < 5
+        assert time.monotonic() - t < 20  # offline: no ~23 s of hub retries
         message = str(err.value)
         assert "PRODUCT_STUDIO_DIFFUSION_LORA" in message and lora in message and "Offline" in message
         assert "\n" not in message
