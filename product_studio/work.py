@@ -100,7 +100,9 @@ def run_cutout(asset_id: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     db, blobs = runtime.database(settings), runtime.store(settings)
     with db.session() as s:
-        asset = s.get_one(Asset, asset_id)
+        asset = s.get(Asset, asset_id)
+        if asset is None:  # a message from another deployment sharing the broker, or a deleted job
+            return
         if asset.cutout_status == StageStatus.DONE and asset.cutout_key and blobs.exists(asset.cutout_key):
             return
         source_key, sha, name = asset.source_key, asset.sha256, asset.name
@@ -125,7 +127,9 @@ def run_edges(asset_id: str, settings: Settings | None = None) -> list[tuple[str
     settings = settings or get_settings()
     db, blobs = runtime.database(settings), runtime.store(settings)
     with db.session() as s:
-        asset = s.get_one(Asset, asset_id)
+        asset = s.get(Asset, asset_id)
+        if asset is None:
+            return []
         job = asset.job
         cutout_key = asset.cutout_key
         pending = [(v.id, v.target, v.scene) for v in asset.variants if v.status not in STAGE_FINAL]

@@ -281,3 +281,20 @@ def test_postgresql_as_the_database(tmp_path, redis, postgres_url):
         stack.assert_stored_exactly_once(job_id, 8)
     finally:
         stack.stop()
+
+
+def test_rabbitmq_broker(tmp_path):
+    url = os.environ.get("PRODUCT_STUDIO_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    try:
+        socket.create_connection(("127.0.0.1", 5672), 2).close()
+    except OSError:
+        unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
+    stack = Stack(tmp_path, url)
+    try:
+        job_id = stack.submit(3, targets=("ebay", "lifestyle"))
+        stack.start_worker()
+        status, counts = stack.finished(job_id)
+        assert status == "done" and counts["done"] == 6
+        stack.assert_stored_exactly_once(job_id, 6)
+    finally:
+        stack.stop()
