@@ -144,15 +144,21 @@ def test_scheduler_by_name(settings, monkeypatch):
         sd.load_pipeline(settings.model_copy(update={"diffusion_scheduler": "NoSuchScheduler"}))
 
 
+def assert_missing_fails_fast(settings: Settings, field: str, ident: str) -> None:
+    """Loading with `field` pointing at a missing `ident` fails at once, in one line naming the
+    setting to change and offline mode."""
+    t = time.monotonic()
+    with pytest.raises(ModelUnavailable) as err:
+        sd.load_pipeline(settings.model_copy(update={field: ident}))
+    assert time.monotonic() - t < 20  # offline: no ~23 s of hub retries
+    message = str(err.value)
+    assert f"PRODUCT_STUDIO_{field.upper()}" in message and ident in message and "Offline" in message
+    assert "\n" not in message
+
+
 def test_missing_model_offline_fails_fast_and_says_what_to_set(settings, tmp_path):
     for model in (str(tmp_path / "missing"), "nobody/no-such-model"):
-        t = time.monotonic()
-        with pytest.raises(ModelUnavailable) as err:
-            sd.load_pipeline(settings.model_copy(update={"diffusion_model": model}))
-        assert time.monotonic() - t < 20  # offline: no ~23 s of hub retries
-        message = str(err.value)
-        assert "PRODUCT_STUDIO_DIFFUSION_MODEL" in message and model in message and "Offline" in message
-        assert "\n" not in message
+        assert_missing_fails_fast(settings, "diffusion_model", model)
 
 
 def test_missing_controlnet_names_its_setting(settings, tmp_path):
@@ -242,13 +248,7 @@ def test_lora_as_a_single_file_or_renamed_in_its_folder(settings, lora_dir, tmp_
 
 def test_missing_lora_offline_fails_fast_and_says_what_to_set(settings, tmp_path):
     for lora in (str(tmp_path / "missing"), "nobody/no-such-lora"):
-        t = time.monotonic()
-        with pytest.raises(ModelUnavailable) as err:
-            sd.load_pipeline(settings.model_copy(update={"diffusion_lora": lora}))
-        assert time.monotonic() - t < 20  # offline: no ~23 s of hub retries
-        message = str(err.value)
-        assert "PRODUCT_STUDIO_DIFFUSION_LORA" in message and lora in message and "Offline" in message
-        assert "\n" not in message
+        assert_missing_fails_fast(settings, "diffusion_lora", lora)
 
 
 def test_a_model_folder_is_not_a_lora(settings):

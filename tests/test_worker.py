@@ -69,6 +69,15 @@ class RedisServer:
                 time.sleep(0.05)
         unavailable("redis-server did not start")
 
+    def run_to_completion(self, photos: int, targets: tuple[str, ...]) -> None:
+        """Submit a batch, start a worker, and check every variant finished and was stored once."""
+        job_id = self.submit(photos, targets=targets)
+        self.start_worker()
+        status, counts = self.finished(job_id)
+        expected = photos * len(targets)
+        assert status == "done" and counts["done"] == expected
+        self.assert_stored_exactly_once(job_id, expected)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
@@ -151,6 +160,15 @@ class Stack:
 
     def finished(self, job_id: str) -> tuple[str, dict]:
         return self.wait(job_id, lambda status, _: status in ("done", "partial", "failed"))
+
+    def run_to_completion(self, photos: int, targets: tuple[str, ...]) -> None:
+        """Submit a batch, start a worker, and check every variant finished and was stored once."""
+        job_id = self.submit(photos, targets=targets)
+        self.start_worker()
+        status, counts = self.finished(job_id)
+        expected = photos * len(targets)
+        assert status == "done" and counts["done"] == expected
+        self.assert_stored_exactly_once(job_id, expected)
 
     def stop(self) -> None:
         for w in self.workers:
@@ -274,11 +292,7 @@ def postgres_url():
 def test_postgresql_as_the_database(tmp_path, redis, postgres_url):
     stack = Stack(tmp_path, redis.url, database=postgres_url)
     try:
-        job_id = stack.submit(4, targets=("ebay", "lifestyle"))
-        stack.start_worker()
-        status, counts = stack.finished(job_id)
-        assert status == "done" and counts["done"] == 8
-        stack.assert_stored_exactly_once(job_id, 8)
+        stack.run_to_completion(4, ("ebay", "lifestyle"))
     finally:
         stack.stop()
 
@@ -291,10 +305,6 @@ def test_rabbitmq_broker(tmp_path):
         unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
     stack = Stack(tmp_path, url)
     try:
-        job_id = stack.submit(3, targets=("ebay", "lifestyle"))
-        stack.start_worker()
-        status, counts = stack.finished(job_id)
-        assert status == "done" and counts["done"] == 6
-        stack.assert_stored_exactly_once(job_id, 6)
+        stack.run_to_completion(3, ("ebay", "lifestyle"))
     finally:
         stack.stop()
