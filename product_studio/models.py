@@ -244,3 +244,29 @@ class CallbackAttempt(Base):
     ok: Mapped[bool] = mapped_column(default=False)
 
     job: Mapped[Job] = relationship(back_populates="callbacks")
+
+
+class User(Base):
+    """An admin who signs in to the web pages."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = _id()
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)  # argon2id, self-describing
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[dt.datetime | None]
+
+
+class ApiKey(Base):
+    """A machine's key for the JSON API. Only its SHA-256 is stored: the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in lists so a key can be recognised
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]

@@ -36,6 +36,10 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     async def _error(_, exc: ProductStudioError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
 
+    from .webhooks import router as webhooks_router
+
+    app.include_router(webhooks_router)
+
     @app.get("/healthz")
     def healthz() -> dict:
         return {"ok": True}
