@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -75,6 +77,52 @@ class Settings(BaseSettings):
     cutout_decontaminate: bool = Field(True, description="estimate foreground colours in the soft edge band")
     cutout_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = one per core")
 
+    # Web: admin sign-in and uploads
+    session_secret: SecretStr | None = Field(None, description="key signing session cookies (same on every web "
+                                                               "process); default: generated once in data_dir")
+    session_cookie_secure: bool = Field(True, description="Secure cookie flag: browsers send it over HTTPS (and "
+                                                          "to localhost) only; false only behind plain-HTTP proxies")
+    session_max_age: int = Field(12 * 3600, ge=60, description="seconds a sign-in lasts")
+    login_rate_limit: str = Field("5/minute", description="failed sign-ins allowed per client and username")
+    max_upload_files: int = Field(50, ge=1, description="photos per upload")
+    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1, description="bytes per upload request, all photos")
+    templates_dir: Path = Field(Path(__file__).resolve().parent.parent / "templates", description="Jinja templates")
+
+    # Webhooks and fetching
+    fetch_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hosts or CIDRs that image fetches may reach even though they are private "
+                                          "(comma-separated), e.g. 127.0.0.1,10.0.0.0/8,images.internal")
+    fetch_timeout: float = Field(20.0, gt=0, description="seconds one image fetch may take in all: DNS, connect, "
+                                                         "redirects and body")
+    fetch_max_redirects: int = Field(5, ge=0, le=20, description="redirects one image fetch may follow")
+    stores_file: Path | None = Field(None, description="TOML file of [[store]] tables: several stores, each with "
+                                                       "its own secrets, targets, scenes and callback URL")
+    shopify_webhook_secret: SecretStr | None = Field(None, description="single-store default: the app's secret; "
+                                                                       "commas separate secrets during a rotation")
+    woocommerce_webhook_secret: SecretStr | None = Field(None, description="single-store default: the webhook secret")
+    bigcommerce_webhook_secret: SecretStr | None = Field(None, description="single-store default: the value of the "
+                                                                           "X-Product-Studio-Token header the hook sends")
+    bigcommerce_api_token: SecretStr | None = Field(None, description="single-store default: X-Auth-Token for the "
+                                                                      "catalog API")
+    bigcommerce_api_url: str = Field("https://api.bigcommerce.com", description="BigCommerce API base URL")
+    generic_webhook_secret: SecretStr | None = Field(None, description="single-store default for /webhooks/generic")
+    webhook_targets: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["amazon-main", "shopify-square", "lifestyle"],
+        description="single-store default: targets made for each new or changed product image")
+    webhook_scenes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="single-store default: scene presets (one job per scene); empty: each "
+                                          "target's own")
+    webhook_callback_url: str | None = Field(None, description="single-store default: completion callback URL")
+
+    @field_validator("fetch_allow", "webhook_targets", "webhook_scenes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """Lists from the environment: "a,b" (or a JSON array)."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'product-studio.db'}"
@@ -85,7 +133,8 @@ class Settings(BaseSettings):
 
     def secret(self, name: str = "storage") -> str:
         """A signing secret: the configured one, or one generated once into data_dir (mode 0600)."""
-        configured = self.storage_secret if name == "storage" else self.callback_secret
+        configured = {"storage": self.storage_secret, "callback": self.callback_secret,
+                      "session": self.session_secret}.get(name)
         if configured is not None:
             return configured.get_secret_value()
         path = self.data_dir / f".{name}-secret"

@@ -365,6 +365,49 @@ def fail_asset(session: Session, asset_id: str, error: str) -> int:
     )
 
 
+def review_variant(session: Session, variant_id: str, approved: bool | None) -> Variant:
+    """Approve (True), reject (False) or un-review (None) a finished variant."""
+    variant = session.get(Variant, variant_id)
+    if variant is None:
+        raise BadInput(f"no variant {variant_id}")
+    if variant.status != StageStatus.DONE:
+        raise BadInput(f"variant {variant_id} is {variant.status}: only finished variants can be reviewed")
+    variant.approved = approved
+    return variant
+
+
+def add_variant(session: Session, variant_id: str, *, seed: int, scene: str | None = None) -> tuple[Variant, bool]:
+    """A new variant beside a settled one: same photo and target, another seed and/or scene.
+    Reopens the job so its end (and completion callback) comes again. Returns (variant, created):
+    asking for an output that exists already gives that one back."""
+    old = session.get(Variant, variant_id)
+    if old is None:
+        raise BadInput(f"no variant {variant_id}")
+    if old.status not in STAGE_FINAL:
+        raise BadInput(f"variant {variant_id} is still {old.status}: wait until it is finished")
+    scene = old.scene if scene is None else scene
+    existing = session.scalar(select(Variant).where(Variant.asset_id == old.asset_id, Variant.target == old.target,
+                                                    Variant.scene == scene, Variant.seed == seed))
+    if existing is not None:
+        return existing, False
+    variant = Variant(asset_id=old.asset_id, target=old.target, scene=scene, seed=seed)
+    try:
+        with session.begin_nested():
+            session.add(variant)
+    except IntegrityError:  # the same request twice at once: one row
+        return session.scalar(select(Variant).where(Variant.asset_id == old.asset_id, Variant.target == old.target,
+                                                    Variant.scene == scene, Variant.seed == seed)), False
+    _updated(session, update(Job).where(Job.id == old.asset.job_id)
+             .values(status=JobStatus.RUNNING, finished_at=None, error=None))
+    return variant, True
+
+
+def list_jobs(session: Session, *, limit: int = 50, offset: int = 0) -> list[tuple[Job, dict[str, int]]]:
+    """Newest jobs first, each with its variant counts per status."""
+    jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit).offset(offset)).all()
+    return [(job, job_progress(session, job.id)) for job in jobs]
+
+
 _STAGE_KEYS = {"cutout": "cutout_key", "edges": "control_key"}
 
 

@@ -130,3 +130,18 @@ def run_checks(settings: Settings) -> Iterator[Check]:
             yield check(settings)
         except Exception as exc:  # doctor reports; it never crashes
             yield Check(check.__name__.strip("_"), "fail", f"{type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":  # `python -m product_studio.doctor --json`: the web status page's source
+    import dataclasses
+    import json
+    import sys
+
+    from .config import get_settings
+
+    checks = [dataclasses.asdict(c) for c in run_checks(get_settings())]
+    if "--json" in sys.argv:
+        print(json.dumps(checks))
+    else:
+        for c in checks:
+            print(f"{c['status']:5} {c['name']}: {c['detail']}")

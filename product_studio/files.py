@@ -16,11 +16,12 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's 0600 would hide files from a web server
 
 
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> Path:
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True, mode: int | None = None) -> Path:
     """Write `data` to a temp file beside `path`, then rename it into place.
 
     `durable` syncs the bytes before the rename, so after a power cut a content-addressed key is
-    never an empty file that looks "already done" forever.
+    never an empty file that looks "already done" forever. `mode` (e.g. 0o600 for a secret)
+    overrides the umask's default.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +32,7 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> Path:
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, _FILE_MODE if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         # Interrupted or failed: leave nothing behind but what was there before.

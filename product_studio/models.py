@@ -58,6 +58,8 @@ class DeliveryStatus(StrEnum):
     REJECTED = "rejected"
     STALE = "stale"
     PROCESSED = "processed"
+    FAILED = "failed"  # verified, but its images could not be had (refused URL, broken image)
+    IGNORED = "ignored"  # verified, but nothing to do (a topic we do not handle)
 
 
 def new_id() -> str:
@@ -210,21 +212,30 @@ class Variant(Base):
 
 
 class Delivery(Base):
-    """One incoming webhook delivery; the unique key makes a platform's retry a visible duplicate."""
+    """One incoming webhook request; the unique key makes a platform's retry a visible duplicate.
+
+    Only a verified delivery holds the id it claims (`delivery_id`): a forged or repeated one is
+    recorded under a generated key (its claim kept in `claimed_id`), so a forgery can never occupy,
+    and so block, the real delivery's id.
+    """
 
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("platform", "delivery_id"),)
+    __table_args__ = (UniqueConstraint("platform", "delivery_id"), Index(None, "status", "updated_at"))
 
     id: Mapped[str] = _id()
     platform: Mapped[str] = mapped_column(String(32))
     delivery_id: Mapped[str] = mapped_column(String(255))
+    claimed_id: Mapped[str | None] = mapped_column(String(255))  # as the request said, even when rejected
     topic: Mapped[str | None] = mapped_column(String(128))
     store: Mapped[str | None] = mapped_column(String(255))
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     status: Mapped[str] = _status(DeliveryStatus.ACCEPTED)
     reason: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    job_ids: Mapped[list[str] | None] = mapped_column(JSON())  # one job per scene; job_id is the first
     payload_sha256: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[str | None] = mapped_column(Text)  # a verified body, kept for the intake task
 
     job: Mapped[Job | None] = relationship()
 
@@ -270,3 +281,21 @@ class ApiKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class ProductState(Base):
+    """What webhook intake last did for one product of one store: the newest update it took (older
+    deliveries are stale) and the images it processed (unchanged ones are skipped)."""
+
+    __tablename__ = "product_states"
+    __table_args__ = (UniqueConstraint("platform", "store", "product_id"),)
+
+    id: Mapped[str] = _id()
+    platform: Mapped[str] = mapped_column(String(32))
+    store: Mapped[str] = mapped_column(String(255))
+    product_id: Mapped[str] = mapped_column(String(255))
+    source_updated_at: Mapped[dt.datetime | None]  # the platform's updated_at of the newest delivery taken
+    delivery_id: Mapped[str | None] = mapped_column(String(32))  # the Delivery row that took it
+    # image fingerprint (id, URL, version) -> SHA-256 of the bytes processed
+    images: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from . import runtime
 from .config import Settings, get_settings
 from .db import AssetSpec, create_job, fail_asset, finish_variant, log_callback, maybe_finish_job, update_stage
-from .errors import ProductStudioError
+from .errors import BadInput, ProductStudioError
 from .models import JOB_FINAL, STAGE_FINAL, Asset, Job, StageStatus, Variant, utcnow
 from .pipeline.check import check_bytes
 from .pipeline.cutout import cut_out
@@ -86,6 +86,30 @@ def submit(uploads: list[Upload], *, targets: list[str], scene: str | None = Non
 
         enqueue_assets(asset_ids)
     return job, created
+
+
+def regenerate(variant_id: str, *, seed: int | None = None, scene: str | None = None,
+               settings: Settings | None = None, enqueue: bool = True) -> tuple[Variant, bool]:
+    """Render a finished variant again with another seed (random unless given) and/or scene.
+    Returns (the new variant, created); the same seed and scene again find the existing one."""
+    import secrets
+
+    from .db import add_variant
+
+    settings = settings or get_settings()
+    if scene:
+        get_scene(scene, settings)
+    seed = secrets.randbelow(2**32) if seed is None else seed
+    if not 0 <= seed < 2**32:
+        raise BadInput("a seed is between 0 and 4294967295")
+    with runtime.database(settings).session() as s:
+        variant, created = add_variant(s, variant_id, seed=seed, scene=scene)
+        gpu = _preset(get_target(variant.target), variant.scene, settings).backend == "diffusers"
+    if created and enqueue:
+        from tasks.pipeline import enqueue_variant
+
+        enqueue_variant(variant.id, gpu=gpu)
+    return variant, created
 
 
 # --- units of work ------------------------------------------------------------------------------
@@ -222,7 +246,7 @@ def job_document(job: Job, settings: Settings) -> dict:
             "id": a.id, "name": a.name, "sha256": a.sha256,
             "variants": [{
                 "id": v.id, "target": v.target, "scene": v.scene, "seed": v.seed, "status": v.status,
-                "check": v.check_summary, "ai_generated": v.ai_generated, "error": v.error,
+                "check": v.check_summary, "ai_generated": v.ai_generated, "approved": v.approved, "error": v.error,
                 "url": blobs.url(v.key, settings.download_url_expires) if v.key else None,
             } for v in a.variants],
         } for a in job.assets],

@@ -28,6 +28,11 @@ def enqueue_assets(asset_ids: list[str]) -> None:
         cutout.apply_async((asset_id,), queue=INTAKE)
 
 
+def enqueue_variant(variant_id: str, *, gpu: bool) -> None:
+    """One more variant of a photo whose cut-out is done (a regenerate)."""
+    variant.apply_async((variant_id,), queue="gpu" if gpu else "cpu")
+
+
 def _give_up_or_retry(task, exc: BaseException, fail) -> None:
     """Permanent errors (bad input, missing model) are recorded at once; transient ones retried
     with exponential backoff, then recorded."""

@@ -1,6 +1,8 @@
-"""FastAPI app: record jobs and hand them to the workers; serve signed downloads.
+"""The web app: admin pages, the JSON API, webhook receivers, signed downloads.
 
-An upload returns as soon as the job is recorded; the work happens in the workers.
+An upload returns as soon as the job is recorded; the work happens in the workers. This process
+never imports torch or the models' runtimes (tests/test_web.py proves it), so it starts fast and
+stays small.
 """
 
 from __future__ import annotations
@@ -8,15 +10,30 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import FastAPI, Form, HTTPException, Query, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
 
-from .. import runtime, work
+from .. import runtime
 from ..config import get_settings
 from ..errors import ProductStudioError
-from ..models import Job
 from ..storage import NotFound
+from .security import BodyLimit, SignInRequired, bearer, current_user, require_api_key
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    # Pages use only their own scripts and styles: an injected tag could not run even if one got through.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                               "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+}
 
 
 def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
@@ -30,40 +47,82 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
         if on_shutdown is not None:
             on_shutdown()
 
-    app = FastAPI(title="Product Studio", version="0.1.0", lifespan=lifespan)
+    # The spec is served below, behind sign-in or an API key; no hosted docs UI (it loads scripts
+    # from a CDN, which an offline install cannot reach and the CSP refuses).
+    app = FastAPI(title="Product Studio", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,
+                  description="Listing-ready product images from one photo. Authenticate with "
+                              "`Authorization: Bearer <API key>`.")
+    app.add_middleware(SessionMiddleware, secret_key=settings.secret("session"), session_cookie="ps_session",
+                       max_age=settings.session_max_age, same_site="lax", https_only=settings.session_cookie_secure)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def _wants_html(request: Request) -> bool:
+        return not request.url.path.startswith(("/api/", "/webhooks/", "/files/"))
+
+    def _answer(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
+        """Errors as JSON for machines, as a page for people."""
+        if _wants_html(request) and "text/html" in request.headers.get("accept", ""):
+            from .pages import page
+
+            heading = {403: "Not allowed", 404: "Not found", 413: "Too large", 429: "Too many requests"}.get(
+                status, "Something went wrong" if status >= 500 else "That did not work")
+            return page(request, "error.html", status, heading=heading, message=message)
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     @app.exception_handler(ProductStudioError)
-    async def _error(_, exc: ProductStudioError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+    async def _error(request: Request, exc: ProductStudioError) -> Response:
+        return _answer(request, exc.http_status, str(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _answer(request, exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": problems, "detail": jsonable(exc.errors())}, status_code=422)
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(_, exc: SignInRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
+
+    from .api import router as api_router
+    from .pages import router as pages_router
     from .webhooks import router as webhooks_router
 
+    app.include_router(api_router)
+    app.include_router(pages_router)
     app.include_router(webhooks_router)
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
         return {"ok": True}
 
-    @app.post("/api/v1/jobs", status_code=202)
-    async def create_job(files: list[UploadFile], targets: list[str] = Form(...), scene: str | None = Form(None),
-                         seed: int = Form(0), callback_url: str | None = Form(None)) -> dict:
-        uploads = []
-        for f in files:
-            data = await f.read(settings.max_input_bytes + 1)
-            uploads.append(work.Upload(f.filename or "upload", data))
-        job, created = work.submit(uploads, targets=targets, scene=scene, seed=seed, origin="api",
-                                   callback_url=callback_url, settings=settings)
-        return {"id": job.id, "created": created, "status": job.status}
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    def openapi(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> dict:
+        if creds is not None or not request.session.get("user_id"):
+            require_api_key(creds)  # 401 without a key
+        else:
+            current_user(request)
+        return app.openapi()
 
-    @app.get("/api/v1/jobs/{job_id}")
-    def get_job(job_id: str) -> dict:
-        with runtime.database(settings).session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise HTTPException(404, f"no job {job_id}")
-            return work.job_document(job, settings)
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        path = settings.templates_dir / "static" / name
+        if "/" in name or name.startswith(".") or not path.is_file():
+            raise HTTPException(404, "no such file")
+        return Response(path.read_bytes(), media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+                        headers={"Cache-Control": "public, max-age=300"})
 
-    @app.get("/files/{key:path}")
+    @app.get("/files/{key:path}", include_in_schema=False)
     def download(key: str, expires: int = Query(...), sig: str = Query(...)) -> Response:
         blobs = runtime.store(settings)
         if not hasattr(blobs, "verify") or not blobs.verify(key, expires, sig):
@@ -75,3 +134,9 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
         return Response(data, media_type=mimetypes.guess_type(key)[0] or "application/octet-stream")
 
     return app
+
+
+def jsonable(errors: object) -> object:
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(errors, custom_encoder={Exception: str})

@@ -1,0 +1,137 @@
+"""The JSON API under /api/v1, for machines with an API key. Thin: each route validates,
+calls the core (work, db) and shapes the answer."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from .. import runtime, work
+from ..config import get_settings
+from ..db import list_jobs, review_variant
+from ..models import Job, Variant
+from ..work import Upload
+from .media import approved_zip, read_uploads, variant_bytes, variant_filename
+from .schemas import Error, JobCreated, JobFromUrls, JobOut, JobSummary, Regenerate, VariantOut
+from .security import require_api_key
+
+_ERRORS = {401: {"model": Error}, 404: {"model": Error}, 413: {"model": Error}, 422: {"model": Error}}
+router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(require_api_key)], responses=_ERRORS)
+
+
+def _job(job_id: str) -> dict:
+    settings = get_settings()
+    with runtime.database().session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return work.job_document(job, settings)
+
+
+def _variant_out(variant_id: str) -> dict:
+    with runtime.database().session() as s:
+        v = s.get(Variant, variant_id)
+        if v is None:
+            raise HTTPException(404, f"no variant {variant_id}")
+        job = work.job_document(v.asset.job, get_settings())
+    return next(x for a in job["assets"] for x in a["variants"] if x["id"] == variant_id)
+
+
+@router.post("/jobs", status_code=202, response_model=JobCreated, summary="Create a job from uploaded photos")
+async def create_job(files: list[UploadFile], targets: Annotated[list[str], Form()],
+                     scene: Annotated[str | None, Form()] = None, seed: Annotated[int, Form(ge=0, lt=2**32)] = 0,
+                     title: Annotated[str | None, Form(max_length=500)] = None,
+                     category: Annotated[str | None, Form(max_length=500)] = None,
+                     callback_url: Annotated[str | None, Form()] = None) -> dict:
+    settings = get_settings()
+    uploads = await read_uploads(files, settings, title=title, category=category)
+    job, created = await run_in_threadpool(work.submit, uploads, targets=targets, scene=scene, seed=seed,
+                                           origin="api", callback_url=callback_url or None, settings=settings)
+    return {"id": job.id, "created": created, "status": job.status}
+
+
+@router.post("/jobs/from-urls", status_code=202, response_model=JobCreated,
+             summary="Create a job from image URLs (fetched safely: public addresses only)")
+def create_job_from_urls(body: JobFromUrls) -> dict:
+    from ..fetch import fetch_image
+
+    settings = get_settings()
+    urls = [str(u) for u in body.image_urls]
+    with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
+        fetched = list(pool.map(lambda u: fetch_image(u, settings), urls))
+    uploads = [Upload(url.rsplit("/", 1)[-1] or "image", f.data, title=body.title, category=body.category)
+               for url, f in zip(urls, fetched)]
+    job, created = work.submit(uploads, targets=body.targets, scene=body.scene, seed=body.seed, origin="api",
+                               callback_url=str(body.callback_url) if body.callback_url else None,
+                               settings=settings)
+    return {"id": job.id, "created": created, "status": job.status}
+
+
+@router.get("/jobs", response_model=list[JobSummary], summary="List jobs, newest first")
+def get_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+    with runtime.database().session() as s:
+        return [{"id": j.id, "status": j.status, "origin": j.origin, "created_at": j.created_at.isoformat(),
+                 "photos": len(j.assets), "progress": counts} for j, counts in list_jobs(s, limit=limit, offset=offset)]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job, its photos and their variants")
+def get_job(job_id: str) -> dict:
+    return _job(job_id)
+
+
+@router.get("/jobs/{job_id}/variants", response_model=list[VariantOut], summary="A job's variants")
+def get_variants(job_id: str) -> list[dict]:
+    return [v for a in _job(job_id)["assets"] for v in a["variants"]]
+
+
+def _review(variant_id: str, approved: bool | None) -> dict:
+    with runtime.database().session() as s:
+        if s.get(Variant, variant_id) is None:
+            raise HTTPException(404, f"no variant {variant_id}")
+        review_variant(s, variant_id, approved)
+    return _variant_out(variant_id)
+
+
+@router.post("/variants/{variant_id}/approve", response_model=VariantOut, summary="Approve a finished variant")
+def approve(variant_id: str) -> dict:
+    return _review(variant_id, True)
+
+
+@router.post("/variants/{variant_id}/reject", response_model=VariantOut, summary="Reject a finished variant")
+def reject(variant_id: str) -> dict:
+    return _review(variant_id, False)
+
+
+@router.post("/variants/{variant_id}/regenerate", status_code=202, response_model=VariantOut,
+             summary="Render a finished variant again with a new seed or another scene")
+def regenerate(variant_id: str, body: Regenerate | None = None) -> dict:
+    body = body or Regenerate()
+    with runtime.database().session() as s:
+        if s.get(Variant, variant_id) is None:
+            raise HTTPException(404, f"no variant {variant_id}")
+    variant, _ = work.regenerate(variant_id, seed=body.seed, scene=body.scene)
+    return _variant_out(variant.id)
+
+
+@router.get("/variants/{variant_id}/download", summary="The variant's file",
+            responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
+def download(variant_id: str) -> Response:
+    with runtime.database().session() as s:
+        v = s.get(Variant, variant_id)
+        if v is None:
+            raise HTTPException(404, f"no variant {variant_id}")
+        data, name, ctype = variant_bytes(v), variant_filename(v), v.content_type
+    return Response(data, media_type=ctype, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/jobs/{job_id}/approved.zip", summary="A zip of the job's approved variants",
+            responses={200: {"content": {"application/zip": {}}}})
+def download_approved(job_id: str) -> Response:
+    _job(job_id)
+    data, _ = approved_zip(job_id)
+    return Response(data, media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{job_id}-approved.zip"'})

@@ -1,0 +1,99 @@
+"""Files the doors hand out: uploads read within limits, one variant, a zip of the approved
+ones, and small previews for the gallery."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import cv2
+import numpy as np
+from fastapi import UploadFile
+from sqlalchemy import select
+
+from .. import runtime
+from ..config import Settings
+from ..errors import BadInput
+from ..models import Asset, Variant
+from ..pipeline.ingest import load_bytes
+from ..storage import content_key
+from ..work import Upload
+
+PREVIEW_SIDE = 480
+_EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+
+
+class TooLarge(BadInput):
+    http_status = 413
+
+
+async def read_uploads(files: list[UploadFile], settings: Settings, *, title: str | None = None,
+                       category: str | None = None) -> list[Upload]:
+    """The uploaded photos as Uploads, refusing too many or too big ones. The filename is kept
+    for display only: storage keys are content hashes and output names are sanitised stems."""
+    files = [f for f in files if f.filename or f.size]
+    if not files:
+        raise BadInput("choose at least one photo")
+    if len(files) > settings.max_upload_files:
+        raise TooLarge(f"{len(files)} photos in one upload; the limit is {settings.max_upload_files}")
+    uploads = []
+    for f in files:
+        data = await f.read(settings.max_input_bytes + 1)
+        if len(data) > settings.max_input_bytes:
+            raise TooLarge(f"{f.filename!r} is over {settings.max_input_bytes // (1024 * 1024)} MiB")
+        uploads.append(Upload(f.filename or "upload", data, title=_text(title), category=_text(category)))
+    return uploads
+
+
+def _text(value: str | None, limit: int = 500) -> str | None:
+    value = (value or "").strip()
+    if len(value) > limit:
+        raise BadInput(f"a title or category is at most {limit} characters")
+    return value or None
+
+
+def variant_filename(variant: Variant) -> str:
+    ext = _EXT.get(variant.content_type or "", "bin")
+    return f"{variant.asset.name}-{variant.target}-{variant.scene or 'default'}-{variant.seed}.{ext}"
+
+
+def variant_bytes(variant: Variant) -> bytes:
+    if not variant.key:
+        raise BadInput(f"variant {variant.id} has no file yet ({variant.status})")
+    return runtime.store().get(variant.key)
+
+
+def approved_zip(job_id: str) -> tuple[bytes, int]:
+    """A zip of the job's approved variants, one folder per photo; and how many it holds."""
+    with runtime.database().session() as s:
+        rows = s.scalars(select(Variant).join(Asset).where(Asset.job_id == job_id, Variant.approved.is_(True),
+                                                            Variant.key.is_not(None))
+                         .order_by(Asset.position, Variant.created_at)).all()
+        entries = [(f"{v.asset.position + 1:03d}-{v.asset.name}/{variant_filename(v)}", v.key) for v in rows]
+    blobs = runtime.store()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # JPEG/PNG/WebP are compressed already
+        for name, key in entries:
+            zf.writestr(name, blobs.get(key))
+    return buf.getvalue(), len(entries)
+
+
+def preview(key: str) -> bytes:
+    """A JPEG at most PREVIEW_SIDE px on its longer side, made once and kept in the store.
+    Transparent areas show on white."""
+    blobs = runtime.store()
+    thumb = content_key("previews", "jpg", key, str(PREVIEW_SIDE))
+    if blobs.exists(thumb):
+        return blobs.get(thumb)
+    source = load_bytes(blobs.get(key), "preview")
+    rgb = source.rgb.astype(np.float32)
+    if source.alpha is not None:
+        a = source.alpha.astype(np.float32)[..., None] / 255.0
+        rgb = rgb * a + 255.0 * (1 - a)
+    h, w = rgb.shape[:2]
+    scale = min(1.0, PREVIEW_SIDE / max(h, w))
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(np.clip(small, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 82])
+    blobs.put(thumb, data.tobytes(), "image/jpeg")
+    return data.tobytes()

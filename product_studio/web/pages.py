@@ -1,0 +1,290 @@
+"""The admin pages: sign-in, upload, jobs with live progress, gallery review, API keys, status.
+
+Server-rendered with Jinja (autoescaped: names, titles and categories are always text, never
+markup). Every form posts with the session's CSRF token; every action answers with a redirect
+back (post/redirect/get), so the pages work without JavaScript. The job page's script only
+re-fetches the progress panel while work is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from .. import runtime, work
+from ..auth import authenticate, create_key, list_keys, revoke_key
+from ..config import get_settings
+from ..db import job_progress, list_jobs, review_variant
+from ..errors import ProductStudioError
+from ..models import JOB_FINAL, Asset, Job, Variant
+from ..presets import TARGETS
+from ..scenes import all_scenes
+from .media import approved_zip, preview, read_uploads, variant_bytes, variant_filename
+from .security import LoginLimiter, check_csrf, csrf_token, current_user, safe_next
+
+User = Annotated[str, Depends(current_user)]
+router = APIRouter(include_in_schema=False)
+
+
+_templates = Jinja2Templates(directory=str(get_settings().templates_dir))
+_templates.env.globals["targets"] = TARGETS
+
+
+def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+    context |= {"csrf": csrf_token(request), "user": request.session.get("username")}
+    return _templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def back(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+# --- sign-in --------------------------------------------------------------------------------
+
+_limiter: LoginLimiter | None = None
+
+
+def limiter() -> LoginLimiter:
+    global _limiter
+    if _limiter is None:
+        _limiter = LoginLimiter(get_settings().login_rate_limit)
+    return _limiter
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002 (the query's name)
+    return page(request, "login.html", next=safe_next(next), error=None)
+
+
+@router.post("/login")
+def login(request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()],
+          csrf_token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002
+    check_csrf(request, csrf_token)
+    client = request.client.host if request.client else "?"
+    wait = limiter().blocked_for(client, username)
+    if wait:
+        return page(request, "login.html", 429, next=safe_next(next),
+                    error=f"Too many failed sign-ins. Try again in {wait} s.")
+    with runtime.database().session() as s:
+        user = authenticate(s, username, password)
+        user_id = user.id if user else None
+    if user_id is None:
+        limiter().failed(client, username)
+        return page(request, "login.html", 401, next=safe_next(next), error="Wrong username or password.")
+    request.session.clear()  # a new session at sign-in: nothing carried over from before
+    request.session.update(user_id=user_id, username=username)
+    return back(safe_next(next))
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    request.session.clear()
+    return back("/login")
+
+
+# --- upload ---------------------------------------------------------------------------------
+
+@router.get("/")
+def upload_form(request: Request, user: User) -> HTMLResponse:
+    settings = get_settings()
+    return page(request, "upload.html", scenes=all_scenes(settings), error=None,
+                max_files=settings.max_upload_files, max_mib=settings.max_input_bytes // (1024 * 1024))
+
+
+@router.post("/upload")
+async def upload(request: Request, user: User, files: list[UploadFile], targets: Annotated[list[str], Form()] = [],  # noqa: B006
+                 scene: Annotated[str, Form()] = "", title: Annotated[str, Form()] = "",
+                 category: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    settings = get_settings()
+    try:
+        if not targets:
+            raise ProductStudioError("choose at least one target")
+        uploads = await read_uploads(files, settings, title=title, category=category)
+        job, _ = await run_in_threadpool(work.submit, uploads, targets=targets, scene=scene or None,
+                                         origin="upload", settings=settings)
+    except ProductStudioError as exc:
+        status = exc.http_status if exc.http_status != 500 else 422
+        return page(request, "upload.html", status, scenes=all_scenes(settings), error=str(exc),
+                    max_files=settings.max_upload_files, max_mib=settings.max_input_bytes // (1024 * 1024))
+    return back(f"/jobs/{job.id}")
+
+
+# --- jobs and gallery -----------------------------------------------------------------------
+
+@router.get("/jobs")
+def jobs(request: Request, user: User, offset: int = 0) -> HTMLResponse:
+    offset = max(0, offset)
+    with runtime.database().session() as s:
+        rows = [(j, counts, len(j.assets)) for j, counts in list_jobs(s, limit=50, offset=offset)]
+    return page(request, "jobs.html", rows=rows, offset=offset)
+
+
+def _job_view(job_id: str) -> dict:
+    with runtime.database().session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        counts = job_progress(s, job_id)
+        assets = [{"asset": a, "variants": list(a.variants)} for a in job.assets]
+        approved = sum(1 for a in assets for v in a["variants"] if v.approved)
+        return {"job": job, "counts": counts, "assets": assets, "approved": approved,
+                "final": job.status in JOB_FINAL}
+
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, user: User, job_id: str) -> HTMLResponse:
+    return page(request, "job.html", scenes=all_scenes(get_settings()), **_job_view(job_id))
+
+
+@router.get("/jobs/{job_id}/panel")
+def job_panel(request: Request, user: User, job_id: str) -> HTMLResponse:
+    """The progress and gallery part of the job page, re-fetched while the job runs."""
+    view = _job_view(job_id)
+    response = page(request, "_panel.html", scenes=all_scenes(get_settings()), **view)
+    response.headers["X-Job-Final"] = "1" if view["final"] else "0"
+    return response
+
+
+@router.post("/variants/{variant_id}/review")
+def review(request: Request, user: User, variant_id: str, action: Annotated[str, Form()],
+           csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    decision = {"approve": True, "reject": False, "clear": None}
+    if action not in decision:
+        raise HTTPException(422, "action is approve, reject or clear")
+    with runtime.database().session() as s:
+        job_id = _job_of(s, variant_id)
+        review_variant(s, variant_id, decision[action])
+    return back(f"/jobs/{job_id}#v-{variant_id}")
+
+
+@router.post("/variants/{variant_id}/regenerate")
+def regenerate(request: Request, user: User, variant_id: str, scene: Annotated[str, Form()] = "",
+               seed: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    with runtime.database().session() as s:
+        job_id = _job_of(s, variant_id)
+    if seed.strip() and not seed.strip().isdigit():
+        raise HTTPException(422, "a seed is a whole number")
+    new, _ = work.regenerate(variant_id, seed=int(seed) if seed.strip() else None, scene=scene or None)
+    return back(f"/jobs/{job_id}#v-{new.id}")
+
+
+def _job_of(session, variant_id: str) -> str:
+    v = session.get(Variant, variant_id)
+    if v is None:
+        raise HTTPException(404, f"no variant {variant_id}")
+    return v.asset.job_id
+
+
+@router.get("/variants/{variant_id}/download")
+def download(user: User, variant_id: str) -> Response:
+    with runtime.database().session() as s:
+        v = s.get(Variant, variant_id)
+        if v is None:
+            raise HTTPException(404, f"no variant {variant_id}")
+        data, name, ctype = variant_bytes(v), variant_filename(v), v.content_type
+    return Response(data, media_type=ctype, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/jobs/{job_id}/approved.zip")
+def download_approved(user: User, job_id: str) -> Response:
+    data, count = approved_zip(job_id)
+    if not count:
+        raise HTTPException(404, "no approved variants yet: approve some first")
+    return Response(data, media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="job-{job_id[:8]}-approved.zip"'})
+
+
+_CACHE = {"Cache-Control": "private, max-age=86400"}  # previews are content-addressed: never stale
+
+
+@router.get("/previews/variant/{variant_id}.jpg")
+def variant_preview(user: User, variant_id: str) -> Response:
+    with runtime.database().session() as s:
+        v = s.get(Variant, variant_id)
+        key = v.key if v else None
+    if not key:
+        raise HTTPException(404, "no such image")
+    return Response(preview(key), media_type="image/jpeg", headers=_CACHE)
+
+
+@router.get("/previews/source/{asset_id}.jpg")
+def source_preview(user: User, asset_id: str) -> Response:
+    with runtime.database().session() as s:
+        a = s.get(Asset, asset_id)
+        key = a.source_key if a else None
+    if not key:
+        raise HTTPException(404, "no such image")
+    return Response(preview(key), media_type="image/jpeg", headers=_CACHE)
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+@router.get("/keys")
+def keys(request: Request, user: User) -> HTMLResponse:
+    with runtime.database().session() as s:
+        rows = list_keys(s)
+    return page(request, "keys.html", keys=rows, new_key=None, error=None)
+
+
+@router.post("/keys")
+def add_key(request: Request, user: User, name: Annotated[str, Form()] = "",
+            csrf_token: Annotated[str, Form()] = "") -> HTMLResponse:
+    check_csrf(request, csrf_token)
+    error, new_key = None, None
+    try:
+        with runtime.database().session() as s:
+            new_key = create_key(s, name).key
+    except ProductStudioError as exc:
+        error = str(exc)
+    with runtime.database().session() as s:
+        rows = list_keys(s)
+    # Shown once, in this answer only; not a redirect, so the key is never in a URL or a log.
+    return page(request, "keys.html", 201 if new_key else 422, keys=rows, new_key=new_key, error=error)
+
+
+@router.post("/keys/{key_id}/revoke")
+def drop_key(request: Request, user: User, key_id: str, csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    with runtime.database().session() as s:
+        revoke_key(s, key_id)
+    return back("/keys")
+
+
+# --- status ---------------------------------------------------------------------------------
+
+_status_cache: dict[str, object] = {}
+STATUS_TTL = 30.0
+
+
+async def doctor_report() -> list[dict]:
+    """`product-studio doctor`'s checks, run in a child process: the checks import torch and the
+    models' runtimes, which this web process never loads. Cached for STATUS_TTL seconds."""
+    if _status_cache and time.monotonic() - float(_status_cache["at"]) < STATUS_TTL:  # type: ignore[arg-type]
+        return _status_cache["checks"]  # type: ignore[return-value]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "product_studio.doctor", "--json",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+        checks = json.loads(out)
+    except (TimeoutError, ValueError):
+        proc.kill() if proc.returncode is None else None
+        checks = [{"name": "doctor", "status": "fail", "detail": "the checks did not finish or report"}]
+    _status_cache.update(at=time.monotonic(), checks=checks)
+    return checks
+
+
+@router.get("/status")
+async def status(request: Request, user: User) -> HTMLResponse:
+    return page(request, "status.html", checks=await doctor_report())

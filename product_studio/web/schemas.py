@@ -1,0 +1,68 @@
+"""The JSON API's documents (they make the OpenAPI spec)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, HttpUrl
+
+
+class VariantOut(BaseModel):
+    id: str
+    target: str
+    scene: str = Field(description='scene preset; "" means the target\'s default')
+    seed: int
+    status: str = Field(description="pending, running, done or failed")
+    check: str | None = Field(description="the marketplace check's verdict, once done")
+    ai_generated: bool
+    approved: bool | None = Field(description="null until reviewed")
+    error: str | None
+    url: str | None = Field(description="signed, expiring download link, once done")
+
+
+class AssetOut(BaseModel):
+    id: str
+    name: str
+    sha256: str
+    variants: list[VariantOut]
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str = Field(description="queued, running, done, partial or failed")
+    store: str | None
+    error: str | None
+    finished_at: str | None
+    assets: list[AssetOut]
+
+
+class JobSummary(BaseModel):
+    id: str
+    status: str
+    origin: str
+    created_at: str
+    photos: int
+    progress: dict[str, int] = Field(description="variants per status, and the total")
+
+
+class JobCreated(BaseModel):
+    id: str
+    created: bool = Field(description="false when the same photos and parameters found an existing job")
+    status: str
+
+
+class JobFromUrls(BaseModel):
+    image_urls: list[HttpUrl] = Field(min_length=1, max_length=50)
+    targets: list[str] = Field(min_length=1)
+    scene: str | None = None
+    seed: int = Field(0, ge=0, lt=2**32)
+    title: str | None = Field(None, max_length=500)
+    category: str | None = Field(None, max_length=500)
+    callback_url: HttpUrl | None = None
+
+
+class Regenerate(BaseModel):
+    seed: int | None = Field(None, ge=0, lt=2**32, description="default: a new random seed")
+    scene: str | None = Field(None, description="default: the variant's scene")
+
+
+class Error(BaseModel):
+    error: str

@@ -1,0 +1,151 @@
+"""Who is asking, and what a request may carry.
+
+- Pages: a signed session cookie (HttpOnly, Secure by default, SameSite=Lax) set at sign-in;
+  every form carries a CSRF token bound to the session.
+- API: `Authorization: Bearer <key>` with a key made by `product-studio keys create` or on the
+  Keys page.
+- Sign-in failures are rate-limited per client address and username.
+- Request bodies are capped while they stream in, before anything is parsed or spooled.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import time
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import runtime
+from ..auth import key_for
+from ..config import Settings, get_settings
+from ..models import ApiKey, User
+
+# --- API keys -----------------------------------------------------------------------------------
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `product-studio keys create NAME`, or the Keys page.")
+
+
+def require_api_key(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """The calling key's id; 401 without a live key."""
+    if creds is None:
+        raise HTTPException(401, "an API key is needed: Authorization: Bearer <key>",
+                            headers={"WWW-Authenticate": "Bearer"})
+    with runtime.database().session() as s:
+        record: ApiKey | None = key_for(s, creds.credentials)
+        if record is None:
+            raise HTTPException(401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
+        return record.id
+
+
+# --- sessions and CSRF --------------------------------------------------------------------------
+
+class SignInRequired(Exception):
+    """Raised by page dependencies; the app answers with a redirect to the sign-in page."""
+
+    def __init__(self, next_path: str):
+        self.next_path = next_path
+
+
+def current_user(request: Request) -> str:
+    """The signed-in admin's username (checked against the database: a deleted user is out)."""
+    user_id = request.session.get("user_id")
+    if user_id:
+        with runtime.database().session() as s:
+            user = s.get(User, user_id)
+            if user is not None:
+                return user.username
+    request.session.pop("user_id", None)
+    raise SignInRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token (made on first use)."""
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf(request: Request, token: str | None) -> None:
+    expected = request.session.get("csrf")
+    if not expected or not token or not hmac.compare_digest(expected, token):
+        raise HTTPException(403, "the form has expired or did not come from this site: reload the page and retry")
+
+
+def safe_next(path: str | None) -> str:
+    """Where to go after signing in: only a path on this site (no open redirect)."""
+    if path and path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/"
+
+
+# --- sign-in rate limit -------------------------------------------------------------------------
+
+class LoginLimiter:
+    """Counts failed sign-ins per (client address, username) in a moving window, per process."""
+
+    def __init__(self, rate: str):
+        self.rate = parse(rate)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def blocked_for(self, client: str, username: str) -> int:
+        """Seconds until another try is allowed; 0 if allowed now."""
+        if self._limiter.test(self.rate, client, username.lower()):
+            return 0
+        reset = self._limiter.get_window_stats(self.rate, client, username.lower()).reset_time
+        return max(1, int(reset - time.time()) + 1)
+
+    def failed(self, client: str, username: str) -> None:
+        self._limiter.hit(self.rate, client, username.lower())
+
+
+# --- body size cap ------------------------------------------------------------------------------
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413: at once from Content-Length, else as
+    soon as the streamed bytes pass the limit (before the rest is read, parsed or spooled)."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self) -> str:
+        return f"the request is over {self.limit // (1024 * 1024)} MiB (max_upload_bytes)"
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"error": self._message()}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def settings_dep() -> Settings:
+    return get_settings()
