@@ -22,7 +22,15 @@ demo: $(STAMP)
 	$(BIN)/product-studio examples demo-in
 	$(BIN)/product-studio process demo-in/*.jpg $(DEMO_TARGETS) --out demo-out
 
-test: $(STAMP)
+# The browser test drives Debian's Chromium; install it when missing (root, or sudo).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium || \
+	  ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 clean:

@@ -71,20 +71,33 @@ def jpeg(rgb) -> bytes:
     return buf.getvalue()
 
 
-def test_upload_runs_in_the_embedded_worker_and_downloads_are_signed(server):
+def api_key(tmp_path: Path) -> dict:
+    """An API key made with the CLI against the server's data folder, as headers."""
+    env = {**os.environ, "PRODUCT_STUDIO_DATA_DIR": str(tmp_path / "data")}
+    out = subprocess.run([str(Path(sys.executable).with_name("product-studio")), "keys", "create", "serve-test"],
+                         env=env, capture_output=True, text=True, check=True)
+    return {"Authorization": f"Bearer {out.stdout.strip()}"}
+
+
+def test_upload_runs_in_the_embedded_worker_and_downloads_are_signed(server, tmp_path):
     from skimage import data
+
+    h = api_key(tmp_path)
 
     files = [("files", ("cup.jpg", jpeg(data.coffee()), "image/jpeg")),
              ("files", ("rocket.jpg", jpeg(data.rocket()), "image/jpeg"))]
-    r = httpx.post(f"{server}/api/v1/jobs", files=files, data={"targets": ["amazon-main", "lifestyle"]}, timeout=30)
+    assert httpx.post(f"{server}/api/v1/jobs", files=files, data={"targets": ["ebay"]}).status_code == 401
+    r = httpx.post(f"{server}/api/v1/jobs", files=files, data={"targets": ["amazon-main", "lifestyle"]},
+                   headers=h, timeout=30)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
-    again = httpx.post(f"{server}/api/v1/jobs", files=files, data={"targets": ["amazon-main", "lifestyle"]})
+    again = httpx.post(f"{server}/api/v1/jobs", files=files, data={"targets": ["amazon-main", "lifestyle"]},
+                       headers=h)
     assert again.json() == {**r.json(), "created": False, "status": again.json()["status"]}  # found, not redone
 
     deadline = time.time() + 180
     while time.time() < deadline:
-        doc = httpx.get(f"{server}/api/v1/jobs/{job_id}").json()
+        doc = httpx.get(f"{server}/api/v1/jobs/{job_id}", headers=h).json()
         if doc["status"] in ("done", "partial", "failed"):
             break
         time.sleep(0.5)
@@ -98,5 +111,5 @@ def test_upload_runs_in_the_embedded_worker_and_downloads_are_signed(server):
     assert httpx.get(server + url.replace("sig=", "sig=0")).status_code == 403
 
     bad = httpx.post(f"{server}/api/v1/jobs", files=[("files", ("x.jpg", b"<html>hi</html>", "image/jpeg"))],
-                     data={"targets": ["ebay"]})
+                     data={"targets": ["ebay"]}, headers=h)
     assert bad.status_code == 422 and "x.jpg" in bad.json()["error"]

@@ -72,7 +72,7 @@ def create_job_from_urls(body: JobFromUrls) -> dict:
 
 
 @router.get("/jobs", response_model=list[JobSummary], summary="List jobs, newest first")
-def get_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+def get_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> list[dict]:
     with runtime.database().session() as s:
         return [{"id": j.id, "status": j.status, "origin": j.origin, "created_at": j.created_at.isoformat(),
                  "photos": len(j.assets), "progress": counts} for j, counts in list_jobs(s, limit=limit, offset=offset)]

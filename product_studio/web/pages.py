@@ -123,7 +123,7 @@ async def upload(request: Request, user: User, files: list[UploadFile], targets:
 
 @router.get("/jobs")
 def jobs(request: Request, user: User, offset: int = 0) -> HTMLResponse:
-    offset = max(0, offset)
+    offset = min(max(0, offset), 10**9)
     with runtime.database().session() as s:
         rows = [(j, counts, len(j.assets)) for j, counts in list_jobs(s, limit=50, offset=offset)]
     return page(request, "jobs.html", rows=rows, offset=offset)
