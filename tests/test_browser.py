@@ -98,7 +98,8 @@ def test_sign_in_upload_review_and_download(server, browser, tmp_path, coffee_rg
 
     # The same gallery on a phone-width screen: no sideways scrolling.
     phone = browser.new_page(viewport={"width": 390, "height": 844}, storage_state=page.context.storage_state())
-    phone.goto(page.url)
+    phone.goto(page.url.split("#")[0])
+    phone.wait_for_load_state("networkidle")
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     phone.screenshot(path=str(OUTPUT / "gallery-phone.png"), full_page=False)
     assert errors == []
