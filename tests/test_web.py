@@ -379,3 +379,40 @@ print(json.dumps({{"codes": codes, "heavy": heavy}}))
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["codes"] == [200] * 7
     assert report["heavy"] == []
+
+
+def test_api_job_from_image_urls_fetches_only_allowed_addresses(monkeypatch, tmp_path, small_photo):
+    import http.server
+
+    body = small_photo()
+
+    class Photos(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Photos)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/cup.jpg"
+    try:
+        app, key = fresh_app(monkeypatch, tmp_path)  # no allow-list: loopback is refused
+        client = TestClient(app, base_url="https://testserver")
+        r = client.post("/api/v1/jobs/from-urls", headers=_api(key), json={"image_urls": [url], "targets": ["ebay"]})
+        assert r.status_code == 422 and "127.0.0.1" in r.json()["error"]
+
+        app, key = fresh_app(monkeypatch, tmp_path / "allowed", fetch_allow="127.0.0.1")
+        client = TestClient(app, base_url="https://testserver")
+        r = client.post("/api/v1/jobs/from-urls", headers=_api(key),
+                        json={"image_urls": [url], "targets": ["ebay"], "title": "Cup"})
+        assert r.status_code == 202, r.text
+        with runtime.database().session() as s:
+            asset = s.get_one(Job, r.json()["id"]).assets[0]
+            assert (asset.name, asset.title, asset.width) == ("cup", "Cup", 300)
+    finally:
+        httpd.shutdown()
