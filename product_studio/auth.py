@@ -11,6 +11,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cache
 from datetime import timedelta
 
 from argon2 import PasswordHasher
@@ -26,8 +27,13 @@ _USE_RESOLUTION = timedelta(minutes=1)
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()
-# Verified against when the username is unknown, so a wrong name costs as much time as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so a wrong name costs as much time as a
+    wrong password. Made on first use: hashing at import would slow every start."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 # --- admins -----------------------------------------------------------------------------------
@@ -58,7 +64,7 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     """The user if the password is right, else None (the same time either way)."""
     user = session.scalar(select(User).where(User.username == username))
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None:

@@ -20,6 +20,7 @@ from sqlalchemy import URL, create_engine, delete, func, inspect, make_url, sele
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from product_studio.db import (
+    HEAD,
     AssetSpec,
     Database,
     claim_variant,
@@ -123,7 +124,7 @@ def test_upgrade_creates_schema_from_nothing_and_is_idempotent(empty_db: Databas
     assert empty_db.current_revision() is None
     empty_db.upgrade()
     empty_db.upgrade()
-    assert empty_db.current_revision() == empty_db.head_revision() == "0001"
+    assert empty_db.current_revision() == empty_db.head_revision() == HEAD
     with empty_db.engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) >= TABLES
         # The migration matches the models exactly: nothing left to autogenerate.
@@ -138,7 +139,7 @@ def test_two_processes_upgrading_at_once_both_succeed(database_url: str | URL) -
         databases[i].upgrade()
         return databases[i].current_revision()
 
-    assert in_threads(2, upgrade) == ["0001", "0001"]
+    assert in_threads(2, upgrade) == [HEAD, HEAD]
     for database in databases:
         database.dispose()
 

@@ -1,5 +1,8 @@
 """The JSON API under /api/v1, for machines with an API key. Thin: each route validates,
-calls the core (work, db) and shapes the answer."""
+calls the core (work, db) and shapes the answer.
+
+The image core (work, media: NumPy, OpenCV, the pipeline) is imported where it is used, so the
+web process starts without it; app.py warms it in the background right after start."""
 
 from __future__ import annotations
 
@@ -10,12 +13,10 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from .. import runtime, work
+from .. import runtime
 from ..config import get_settings
 from ..db import list_jobs, review_variant
 from ..models import Job, Variant
-from ..work import Upload
-from .media import approved_zip, read_uploads, variant_bytes, variant_filename
 from .schemas import Error, JobCreated, JobFromUrls, JobOut, JobSummary, Regenerate, VariantOut
 from .security import require_api_key
 
@@ -24,6 +25,8 @@ router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(require
 
 
 def _job(job_id: str) -> dict:
+    from .. import work
+
     settings = get_settings()
     with runtime.database().session() as s:
         job = s.get(Job, job_id)
@@ -33,6 +36,8 @@ def _job(job_id: str) -> dict:
 
 
 def _variant_out(variant_id: str) -> dict:
+    from .. import work
+
     with runtime.database().session() as s:
         v = s.get(Variant, variant_id)
         if v is None:
@@ -47,6 +52,9 @@ async def create_job(files: list[UploadFile], targets: Annotated[list[str], Form
                      title: Annotated[str | None, Form(max_length=500)] = None,
                      category: Annotated[str | None, Form(max_length=500)] = None,
                      callback_url: Annotated[str | None, Form()] = None) -> dict:
+    from .. import work
+    from .media import read_uploads
+
     settings = get_settings()
     uploads = await read_uploads(files, settings, title=title, category=category)
     job, created = await run_in_threadpool(work.submit, uploads, targets=targets, scene=scene, seed=seed,
@@ -57,7 +65,9 @@ async def create_job(files: list[UploadFile], targets: Annotated[list[str], Form
 @router.post("/jobs/from-urls", status_code=202, response_model=JobCreated,
              summary="Create a job from image URLs (fetched safely: public addresses only)")
 def create_job_from_urls(body: JobFromUrls) -> dict:
+    from .. import work
     from ..fetch import fetch_image
+    from ..work import Upload
 
     settings = get_settings()
     urls = [str(u) for u in body.image_urls]
@@ -109,6 +119,8 @@ def reject(variant_id: str) -> dict:
 @router.post("/variants/{variant_id}/regenerate", status_code=202, response_model=VariantOut,
              summary="Render a finished variant again with a new seed or another scene")
 def regenerate(variant_id: str, body: Regenerate | None = None) -> dict:
+    from .. import work
+
     body = body or Regenerate()
     with runtime.database().session() as s:
         if s.get(Variant, variant_id) is None:
@@ -120,6 +132,8 @@ def regenerate(variant_id: str, body: Regenerate | None = None) -> dict:
 @router.get("/variants/{variant_id}/download", summary="The variant's file",
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
 def download(variant_id: str) -> Response:
+    from .media import variant_bytes, variant_filename
+
     with runtime.database().session() as s:
         v = s.get(Variant, variant_id)
         if v is None:
@@ -131,6 +145,8 @@ def download(variant_id: str) -> Response:
 @router.get("/jobs/{job_id}/approved.zip", summary="A zip of the job's approved variants",
             responses={200: {"content": {"application/zip": {}}}})
 def download_approved(job_id: str) -> Response:
+    from .media import approved_zip
+
     _job(job_id)
     data, _ = approved_zip(job_id)
     return Response(data, media_type="application/zip",

@@ -8,6 +8,7 @@ stays small.
 from __future__ import annotations
 
 import mimetypes
+import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -43,6 +44,9 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        # Answer at once; load the image core (NumPy, OpenCV, the pipeline) meanwhile, so the
+        # first upload does not wait for it (a request that needs it sooner waits on the import lock).
+        threading.Thread(target=_warm, name="warm-imports", daemon=True).start()
         yield
         if on_shutdown is not None:
             on_shutdown()
@@ -134,6 +138,11 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
         return Response(data, media_type=mimetypes.guess_type(key)[0] or "application/octet-stream")
 
     return app
+
+
+def _warm() -> None:
+    from .. import work  # noqa: F401
+    from . import media  # noqa: F401
 
 
 def jsonable(errors: object) -> object:

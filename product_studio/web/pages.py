@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from .. import runtime, work
+from .. import runtime
 from ..auth import authenticate, create_key, list_keys, revoke_key
 from ..config import get_settings
 from ..db import job_progress, list_jobs, review_variant
@@ -27,7 +27,6 @@ from ..errors import ProductStudioError
 from ..models import JOB_FINAL, Asset, Job, Variant
 from ..presets import TARGETS
 from ..scenes import all_scenes
-from .media import approved_zip, preview, read_uploads, variant_bytes, variant_filename
 from .security import LoginLimiter, check_csrf, csrf_token, current_user, safe_next
 
 User = Annotated[str, Depends(current_user)]
@@ -104,6 +103,9 @@ def upload_form(request: Request, user: User) -> HTMLResponse:
 async def upload(request: Request, user: User, files: list[UploadFile], targets: Annotated[list[str], Form()] = [],  # noqa: B006
                  scene: Annotated[str, Form()] = "", title: Annotated[str, Form()] = "",
                  category: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "") -> Response:
+    from .. import work
+    from .media import read_uploads
+
     check_csrf(request, csrf_token)
     settings = get_settings()
     try:
@@ -174,6 +176,8 @@ def regenerate(request: Request, user: User, variant_id: str, scene: Annotated[s
     check_csrf(request, csrf_token)
     with runtime.database().session() as s:
         job_id = _job_of(s, variant_id)
+    from .. import work
+
     if seed.strip() and not seed.strip().isdigit():
         raise HTTPException(422, "a seed is a whole number")
     new, _ = work.regenerate(variant_id, seed=int(seed) if seed.strip() else None, scene=scene or None)
@@ -189,6 +193,8 @@ def _job_of(session, variant_id: str) -> str:
 
 @router.get("/variants/{variant_id}/download")
 def download(user: User, variant_id: str) -> Response:
+    from .media import variant_bytes, variant_filename
+
     with runtime.database().session() as s:
         v = s.get(Variant, variant_id)
         if v is None:
@@ -199,6 +205,8 @@ def download(user: User, variant_id: str) -> Response:
 
 @router.get("/jobs/{job_id}/approved.zip")
 def download_approved(user: User, job_id: str) -> Response:
+    from .media import approved_zip
+
     data, count = approved_zip(job_id)
     if not count:
         raise HTTPException(404, "no approved variants yet: approve some first")
@@ -211,6 +219,8 @@ _CACHE = {"Cache-Control": "private, max-age=86400"}  # previews are content-add
 
 @router.get("/previews/variant/{variant_id}.jpg")
 def variant_preview(user: User, variant_id: str) -> Response:
+    from .media import preview
+
     with runtime.database().session() as s:
         v = s.get(Variant, variant_id)
         key = v.key if v else None
@@ -221,6 +231,8 @@ def variant_preview(user: User, variant_id: str) -> Response:
 
 @router.get("/previews/source/{asset_id}.jpg")
 def source_preview(user: User, asset_id: str) -> Response:
+    from .media import preview
+
     with runtime.database().session() as s:
         a = s.get(Asset, asset_id)
         key = a.source_key if a else None
