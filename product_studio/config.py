@@ -113,6 +113,8 @@ class Settings(BaseSettings):
         default_factory=list, description="single-store default: scene presets (one job per scene); empty: each "
                                           "target's own")
     webhook_callback_url: str | None = Field(None, description="single-store default: completion callback URL")
+    webhook_queue: str = Field("cpu-intake", description="Celery queue of webhook intake (fetching, job creation); "
+                                                         "e.g. 'webhooks' for workers of their own")
 
     @field_validator("fetch_allow", "webhook_targets", "webhook_scenes", mode="before")
     @classmethod

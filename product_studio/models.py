@@ -230,12 +230,13 @@ class Delivery(Base):
     store: Mapped[str | None] = mapped_column(String(255))
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[dt.datetime | None]  # an intake task holds it since (a lease; None: free)
     status: Mapped[str] = _status(DeliveryStatus.ACCEPTED)
     reason: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     job_ids: Mapped[list[str] | None] = mapped_column(JSON())  # one job per scene; job_id is the first
     payload_sha256: Mapped[str | None] = mapped_column(String(64))
-    payload: Mapped[str | None] = mapped_column(Text)  # a verified body, kept for the intake task
+    payload: Mapped[str | None] = mapped_column(Text)  # a verified body, kept until it is processed
 
     job: Mapped[Job | None] = relationship()
 

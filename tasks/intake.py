@@ -1,0 +1,84 @@
+"""Webhook intake tasks. A receiver's batch arrives as one message (so the web process publishes
+once per batch, not once per request) and fans out to one task per delivery; that task fetches
+the images and creates the jobs (product_studio.intake), with retries for transient errors.
+
+Lost messages: the database says which deliveries are still `accepted`; a thread in each worker
+re-enqueues those untouched for `requeue_after` seconds (as tasks/sweeper.py does for assets).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready, worker_shutting_down
+
+from product_studio import intake, work
+from product_studio.config import get_settings
+from product_studio.errors import ProductStudioError, TransientError
+
+from .celery_app import app
+
+log = logging.getLogger(__name__)
+MAX_RETRIES = 5
+_stop = threading.Event()
+
+
+def enqueue_deliveries(delivery_ids: list[str]) -> None:
+    """One message for a batch of recorded deliveries. No publish retries: the receivers must not
+    wait on a broker that is down, and the database still says these deliveries are to do."""
+    batch.apply_async((delivery_ids,), queue=get_settings().webhook_queue, retry=False)
+
+
+@app.task(name="intake.batch")
+def batch(delivery_ids: list[str]) -> None:
+    queue = get_settings().webhook_queue
+    for delivery_id in delivery_ids:
+        delivery.apply_async((delivery_id,), queue=queue)
+
+
+@app.task(bind=True, name="intake.delivery", max_retries=MAX_RETRIES)
+def delivery(self, delivery_id: str) -> str:
+    try:
+        return intake.run_delivery(delivery_id)
+    except Exception as exc:
+        if isinstance(exc, SoftTimeLimitExceeded):
+            exc = TransientError(f"timed out after {app.conf.task_soft_time_limit} s")
+        if not work.is_permanent(exc) and self.request.retries < MAX_RETRIES:
+            intake.release_delivery(delivery_id)  # the retry must be able to take it again
+            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from None
+        reason = str(exc) if isinstance(exc, ProductStudioError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TransientError) or not isinstance(exc, ProductStudioError):
+            reason = f"gave up after {self.request.retries + 1} attempts: {reason}"
+        intake.fail_delivery(delivery_id, reason)
+        return "failed"
+
+
+def sweep_once(older_than: float) -> int:
+    lost = intake.lost_deliveries(older_than)
+    if lost:
+        log.warning("re-enqueueing %d webhook deliveries whose messages were lost", len(lost))
+        batch.apply_async((lost,), queue=get_settings().webhook_queue)
+    return len(lost)
+
+
+def _loop(interval: float, older_than: float) -> None:
+    while not _stop.wait(interval):
+        try:
+            sweep_once(older_than)
+        except Exception:  # the broker or database may be restarting: try again next round
+            log.exception("webhook delivery sweep failed")
+
+
+@worker_ready.connect
+def _start(**_) -> None:
+    settings = get_settings()
+    _stop.clear()
+    threading.Thread(target=_loop, args=(settings.sweep_interval, settings.requeue_after), daemon=True,
+                     name="product-studio-intake-sweeper").start()
+
+
+@worker_shutting_down.connect
+def _halt(**_) -> None:
+    _stop.set()
