@@ -72,6 +72,16 @@ def fetch_image(url: str, settings: Settings | None = None) -> Fetched:
     raise BadInput(f"{_shown(url)}: more than {settings.fetch_max_redirects} redirects")
 
 
+def check_url(url: str, settings: Settings | None = None) -> str:
+    """Refuse (BadInput) a URL we would send to that is not http(s) or reaches a private,
+    loopback, link-local or metadata address (unless allowed): completion callbacks go through
+    this, so a job cannot make the service POST into its own network."""
+    settings = settings or get_settings()
+    _checked_addresses(_parse(url, url), url, _allow_list(tuple(settings.fetch_allow)),
+                       time.monotonic() + settings.fetch_timeout)
+    return url
+
+
 # --- URLs and addresses ---------------------------------------------------------------------------
 
 def _shown(url: str | httpx.URL) -> str:

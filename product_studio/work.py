@@ -66,6 +66,10 @@ def submit(uploads: list[Upload], *, targets: list[str], scene: str | None = Non
         get_target(t)
     if scene:
         get_scene(scene, settings)
+    if callback_url:
+        from .fetch import check_url
+
+        check_url(callback_url, settings)
     blobs = runtime.store(settings)
     sources = [load_bytes(u.data, u.filename, settings) for u in uploads]  # all validated before any write
     specs = []
@@ -268,7 +272,15 @@ def deliver_callback(job_id: str, attempt: int, settings: Settings | None = None
         if not url or job.status not in JOB_FINAL:
             return True
         body = json.dumps({"event": "job.finished", "job": job_document(job, settings)}).encode()
+    from .fetch import check_url
+
     status, error = None, None
+    try:
+        check_url(url, settings)  # again: the name may resolve elsewhere by now
+    except BadInput as exc:
+        with db.session() as s:
+            log_callback(s, job_id, url=url, attempt=attempt, error=f"refused: {exc}")
+        return True  # settled: retrying cannot make the address acceptable
     try:
         r = httpx.post(url, content=body, timeout=10, headers={
             "Content-Type": "application/json", HEADER: sign(settings.secret("callback"), body)})

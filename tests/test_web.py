@@ -416,3 +416,25 @@ def test_api_job_from_image_urls_fetches_only_allowed_addresses(monkeypatch, tmp
             assert (asset.name, asset.title, asset.width) == ("cup", "Cup", 300)
     finally:
         httpd.shutdown()
+
+
+def test_callbacks_never_go_to_private_addresses(site, small_photo):
+    """A job cannot make the service POST into its own network: refused at submit (422), and
+    again at delivery, logged and not retried."""
+    _, client, key = site
+    for url in ("http://127.0.0.1:9/hook", "http://169.254.169.254/latest/meta-data", "http://localhost/x",
+                "file:///etc/passwd"):
+        r = client.post("/api/v1/jobs", headers=_api(key), data={"targets": "ebay", "callback_url": url},
+                        files=[("files", ("a.jpg", small_photo(), "image/jpeg"))])
+        assert r.status_code == 422, (url, r.text)
+    from product_studio import work
+    from product_studio.models import CallbackAttempt
+
+    job, _ = work.submit([work.Upload("a.jpg", small_photo())], targets=["ebay"], enqueue=False)
+    with runtime.database().session() as s:  # as if the name now resolved to a private address
+        s.get_one(Job, job.id).callback_url = "http://10.0.0.8/hook"
+    run_job(job.id)
+    assert work.deliver_callback(job.id, attempt=1) is True  # settled: no retries
+    with runtime.database().session() as s:
+        (attempt,) = s.query(CallbackAttempt).all()
+        assert not attempt.ok and "private address" in attempt.error

@@ -114,7 +114,8 @@ class Stack:
         self.env = {**os.environ, "PRODUCT_STUDIO_DATA_DIR": str(tmp / "data"),
                     "PRODUCT_STUDIO_BROKER_URL": broker, "PRODUCT_STUDIO_REQUEUE_AFTER": "6",
                     "PRODUCT_STUDIO_SWEEP_INTERVAL": "1", "PRODUCT_STUDIO_BROKER_VISIBILITY_TIMEOUT": "20",
-                    "PRODUCT_STUDIO_CALLBACK_SECRET": "s3cret", "PYTHONUNBUFFERED": "1"}
+                    "PRODUCT_STUDIO_CALLBACK_SECRET": "s3cret", "PYTHONUNBUFFERED": "1",
+                    "PRODUCT_STUDIO_FETCH_ALLOW": "127.0.0.1"}  # the callback receiver is on loopback
         if database:
             self.env["PRODUCT_STUDIO_DATABASE_URL"] = database
         self.settings = Settings(**{k.removeprefix("PRODUCT_STUDIO_").lower(): v for k, v in self.env.items()
