@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import get_settings
-from .errors import ProductStudioError
+from .errors import BadInput, ProductStudioError
 from .presets import TARGETS, get_target
 from .scenes import SCENES
 
@@ -110,6 +110,44 @@ def process(
             progress.advance(task)
     _c.out.print(table)
     raise typer.Exit(exit_code)
+
+
+@app.command()
+def batch(
+    source: Annotated[str, typer.Argument(help="a folder, a quoted glob, or a CSV (Shopify product export, or "
+                                               "image,sku,title,category with local paths or http(s) URLs)")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder; rerun with the same one to resume")],
+    target: Annotated[list[str], typer.Option("--target", "-t", help="export target (repeatable)")] = DEFAULT_TARGETS,
+    scene: Annotated[str | None, typer.Option(help="scene preset for scene targets")] = None,
+    seed: Annotated[int, typer.Option(help="seed for scene generation")] = 0,
+    detector: Annotated[str | None, typer.Option(help="edge detector for control.png")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="processes rendering in parallel, each loading "
+                                                                  "the model once (1: this one)")] = 1,
+    via_celery: Annotated[bool, typer.Option("--via-celery", help="run on Celery workers (start them with "
+                                                                  "`product-studio worker`)")] = False,
+    worker_timeout: Annotated[float, typer.Option(help="--via-celery: seconds to wait for a worker to pick up "
+                                                       "work")] = 60.0,
+) -> None:
+    """Process a catalogue: one folder per product in OUT, plus manifest.csv, failures.csv and
+    summary.json. Finished items are skipped when rerun; exits non-zero if any item failed."""
+    from rich.markup import escape
+
+    from .batch import BatchOptions, RichReporter, read_source, run_batch, summary_table
+
+    options = BatchOptions(tuple(target), scene, seed, detector, jobs, via_celery, worker_timeout)
+    try:
+        settings = get_settings()
+        options.validate(settings)
+        catalogue = read_source(source)
+        summary = run_batch(catalogue, out_dir, options, settings=settings, reporter=RichReporter(_c.err))
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    _c.out.print(summary_table(summary))
+    if summary.error:
+        _c.err.print(f"[red]error:[/red] {escape(summary.error)}", highlight=False, soft_wrap=True)
+    if summary.interrupted:
+        _c.err.print(f"interrupted: rerun the same command to resume ({summary.done} of {summary.items} done)")
+    raise typer.Exit(summary.exit_code)
 
 
 def _pixels(path: Path) -> str:
@@ -250,6 +288,7 @@ def serve(
 
     from .web.app import create_app
 
+    _first_admin()
     child = None
     if worker:
         argv = [sys.executable, "-m", "product_studio.cli", "worker", "--loglevel", "warning"]
@@ -271,6 +310,25 @@ def serve(
         stop_worker()
 
 
+def _first_admin() -> None:
+    """On a fresh installation, make the admin `admin` with a random password, kept in a 0600 file
+    in data_dir, so the pages can be opened at once; `users password admin` changes it."""
+    import secrets
+
+    from . import runtime
+    from .auth import add_user, has_users
+    from .files import atomic_write_bytes
+
+    with runtime.database().session() as s:
+        if has_users(s):
+            return
+        password = secrets.token_urlsafe(12)
+        add_user(s, "admin", password)
+        path = get_settings().data_dir / "initial-admin-password"
+        atomic_write_bytes(path, password.encode() + b"\n", mode=0o600)
+    _c.err.print(f"First start: sign in as [bold]admin[/bold] with the password in {path}")
+
+
 @app.command()
 def examples(folder: Annotated[Path, typer.Argument(help="where to write the example photos")] = Path("examples")) -> None:
     """Write example product photos (real photographs shipped by scikit-image)."""
@@ -278,6 +336,98 @@ def examples(folder: Annotated[Path, typer.Argument(help="where to write the exa
 
     for p in write_examples(folder):
         _c.out.print(str(p))
+
+
+users_app = typer.Typer(help="Admins who sign in to the web pages.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+def _password(prompt: bool) -> str:
+    import getpass
+
+    if not prompt:  # scripts: the password on stdin
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise _fail(ProductStudioError("the passwords differ"))
+    return first
+
+
+@users_app.command("add")
+def users_add(username: Annotated[str, typer.Argument(help="the name to sign in with")],
+              password_stdin: Annotated[bool, typer.Option(help="read the password from stdin")] = False) -> None:
+    """Add an admin (asks for a password)."""
+    from . import runtime
+    from .auth import add_user
+
+    try:
+        with runtime.database().session() as s:
+            add_user(s, username, _password(not password_stdin))
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    _c.out.print(f"added {username}")
+
+
+@users_app.command("password")
+def users_password(username: str,
+                   password_stdin: Annotated[bool, typer.Option(help="read the password from stdin")] = False) -> None:
+    """Set an admin's password."""
+    from . import runtime
+    from .auth import set_password
+
+    try:
+        with runtime.database().session() as s:
+            set_password(s, username, _password(not password_stdin))
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    _c.out.print(f"password set for {username}")
+
+
+keys_app = typer.Typer(help="API keys for the JSON API (stored hashed; shown once).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="what the key is for, e.g. catalog-sync")]) -> None:
+    """Make a key and print it once (only its hash is kept)."""
+    from . import runtime
+    from .auth import create_key
+
+    try:
+        with runtime.database().session() as s:
+            new = create_key(s, name)
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    _c.err.print(f"API key {name!r} ({new.record.id}); copy it now, it is not shown again:")
+    print(new.key)  # alone on stdout, for scripts
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The live keys: id, name, prefix, when made and last used."""
+    from . import runtime
+    from .auth import list_keys
+
+    table = Table()
+    for col in ("id", "name", "key", "created", "last used"):
+        table.add_column(col)
+    with runtime.database().session() as s:
+        for k in list_keys(s):
+            table.add_row(k.id, k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d}",
+                          f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never")
+    _c.out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id or its shown prefix")]) -> None:
+    """Revoke a key: requests with it fail from now on."""
+    from . import runtime
+    from .auth import revoke_key
+
+    with runtime.database().session() as s:
+        if not revoke_key(s, key_id):
+            raise _fail(BadInput(f"no live key {key_id!r}"))
+    _c.out.print(f"revoked {key_id}")
 
 
 def main() -> None:  # pragma: no cover
