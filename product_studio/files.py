@@ -14,6 +14,7 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's 0600 would hide files from a web server
+DIR_MODE = 0o777 & ~_umask()  # what mkdir() would give: mkdtemp's 0700 likewise
 
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True, mode: int | None = None) -> Path:

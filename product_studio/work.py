@@ -81,6 +81,10 @@ def submit(uploads: list[Upload], *, targets: list[str], scene: str | None = Non
                                width=source.width, height=source.height, title=upload.title,
                                category=upload.category))
     params = {"targets": list(dict.fromkeys(targets)), "scene": scene or "", "seed": int(seed)}
+    # Titles and categories shape generated scenes' prompts: another title is another job. Only
+    # present when given, so jobs without them keep their fingerprints.
+    if any(u.title or u.category for u in uploads):
+        params["labels"] = [[u.title or "", u.category or ""] for u in uploads]
     with runtime.database(settings).session() as s:
         job, created = create_job(s, origin=origin, params=params, assets=specs, store=store_name,
                                   callback_url=callback_url)

@@ -438,3 +438,13 @@ def test_callbacks_never_go_to_private_addresses(site, small_photo):
     with runtime.database().session() as s:
         (attempt,) = s.query(CallbackAttempt).all()
         assert not attempt.ok and "private address" in attempt.error
+
+
+def test_another_title_is_another_job(site, small_photo):
+    _, client, key = site
+    ids = set()
+    for title in ("Red cup", "Red cup", "Blue cup"):
+        r = client.post("/api/v1/jobs", headers=_api(key), data={"targets": "lifestyle", "title": title},
+                        files=[("files", ("cup.jpg", small_photo(), "image/jpeg"))])
+        ids.add(r.json()["id"])
+    assert len(ids) == 2

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Settings, get_settings
-from ..files import atomic_write_bytes
+from ..files import DIR_MODE, atomic_write_bytes
 from ..presets import Target
 from ..scenes import ScenePreset, get_scene
 from .check import CheckReport, check_bytes
@@ -114,6 +114,7 @@ def _staging(folder: Path):
     leaves the previous results (or nothing), never a half-written set."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".part"))
+    os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
         old = None
