@@ -3,26 +3,24 @@ once per batch, not once per request) and fans out to one task per delivery; tha
 the images and creates the jobs (product_studio.intake), with retries for transient errors.
 
 Lost messages: the database says which deliveries are still `accepted`; a thread in each worker
-re-enqueues those untouched for `requeue_after` seconds (as tasks/sweeper.py does for assets).
+re-enqueues those untouched for `requeue_after` seconds (tasks/sweeper.py, beside lost assets).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_ready, worker_shutting_down
 
 from product_studio import intake, work
 from product_studio.config import get_settings
 from product_studio.errors import ProductStudioError, TransientError
 
 from .celery_app import app
+from .sweeper import SWEEPS
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 5
-_stop = threading.Event()
 
 
 def enqueue_deliveries(delivery_ids: list[str]) -> None:
@@ -55,7 +53,7 @@ def delivery(self, delivery_id: str) -> str:
         return "failed"
 
 
-def sweep_once(older_than: float) -> int:
+def sweep_deliveries(older_than: float) -> int:
     lost = intake.lost_deliveries(older_than)
     if lost:
         log.warning("re-enqueueing %d webhook deliveries whose messages were lost", len(lost))
@@ -63,22 +61,4 @@ def sweep_once(older_than: float) -> int:
     return len(lost)
 
 
-def _loop(interval: float, older_than: float) -> None:
-    while not _stop.wait(interval):
-        try:
-            sweep_once(older_than)
-        except Exception:  # the broker or database may be restarting: try again next round
-            log.exception("webhook delivery sweep failed")
-
-
-@worker_ready.connect
-def _start(**_) -> None:
-    settings = get_settings()
-    _stop.clear()
-    threading.Thread(target=_loop, args=(settings.sweep_interval, settings.requeue_after), daemon=True,
-                     name="product-studio-intake-sweeper").start()
-
-
-@worker_shutting_down.connect
-def _halt(**_) -> None:
-    _stop.set()
+SWEEPS.append(sweep_deliveries)  # run by the worker's one sweeper thread (tasks/sweeper.py)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from celery.signals import worker_ready, worker_shutting_down
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
-def sweep_once(older_than: float) -> int:
+def sweep_assets(older_than: float) -> int:
     stale = work.stale_assets(older_than)
     if stale:
         log.warning("re-enqueueing %d asset(s) whose messages were lost", len(stale))
@@ -29,12 +30,24 @@ def sweep_once(older_than: float) -> int:
     return len(stale)
 
 
+# Every kind of recoverable work registers its sweep here (tasks/intake.py adds webhook deliveries).
+SWEEPS: list[Callable[[float], int]] = [sweep_assets]
+
+
+def sweep_once(older_than: float) -> int:
+    """Run every sweep once; how many items were re-enqueued in all."""
+    found = 0
+    for sweep in SWEEPS:
+        try:
+            found += sweep(older_than)
+        except Exception:  # the broker or database may be restarting: try again next round
+            log.exception("%s failed", sweep.__name__)
+    return found
+
+
 def _loop(interval: float, older_than: float) -> None:
     while not _stop.wait(interval):
-        try:
-            sweep_once(older_than)
-        except Exception:  # the broker or database may be restarting: try again next round
-            log.exception("sweep failed")
+        sweep_once(older_than)
 
 
 @worker_ready.connect

@@ -132,14 +132,9 @@ def regenerate(variant_id: str, body: Regenerate | None = None) -> dict:
 @router.get("/variants/{variant_id}/download", summary="The variant's file",
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
 def download(variant_id: str) -> Response:
-    from .media import variant_bytes, variant_filename
+    from .media import variant_download
 
-    with runtime.database().session() as s:
-        v = s.get(Variant, variant_id)
-        if v is None:
-            raise HTTPException(404, f"no variant {variant_id}")
-        data, name, ctype = variant_bytes(v), variant_filename(v), v.content_type
-    return Response(data, media_type=ctype, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return variant_download(variant_id)
 
 
 @router.get("/jobs/{job_id}/approved.zip", summary="A zip of the job's approved variants",

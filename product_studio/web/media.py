@@ -8,7 +8,8 @@ import zipfile
 
 import cv2
 import numpy as np
-from fastapi import UploadFile
+from fastapi import HTTPException, UploadFile
+from fastapi.responses import Response
 from sqlalchemy import select
 
 from .. import runtime
@@ -57,10 +58,17 @@ def variant_filename(variant: Variant) -> str:
     return f"{variant.asset.name}-{variant.target}-{variant.scene or 'default'}-{variant.seed}.{ext}"
 
 
-def variant_bytes(variant: Variant) -> bytes:
-    if not variant.key:
-        raise BadInput(f"variant {variant.id} has no file yet ({variant.status})")
-    return runtime.store().get(variant.key)
+def variant_download(variant_id: str) -> Response:
+    """One variant's file as an attachment named after its photo, target, scene and seed."""
+    with runtime.database().session() as s:
+        variant = s.get(Variant, variant_id)
+        if variant is None:
+            raise HTTPException(404, f"no variant {variant_id}")
+        if not variant.key:
+            raise BadInput(f"variant {variant.id} has no file yet ({variant.status})")
+        key, name, ctype = variant.key, variant_filename(variant), variant.content_type
+    return Response(runtime.store().get(key), media_type=ctype,
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def approved_zip(job_id: str) -> tuple[bytes, int]:

@@ -193,14 +193,9 @@ def _job_of(session, variant_id: str) -> str:
 
 @router.get("/variants/{variant_id}/download")
 def download(user: User, variant_id: str) -> Response:
-    from .media import variant_bytes, variant_filename
+    from .media import variant_download
 
-    with runtime.database().session() as s:
-        v = s.get(Variant, variant_id)
-        if v is None:
-            raise HTTPException(404, f"no variant {variant_id}")
-        data, name, ctype = variant_bytes(v), variant_filename(v), v.content_type
-    return Response(data, media_type=ctype, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return variant_download(variant_id)
 
 
 @router.get("/jobs/{job_id}/approved.zip")
@@ -214,31 +209,29 @@ def download_approved(user: User, job_id: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="job-{job_id[:8]}-approved.zip"'})
 
 
-_CACHE = {"Cache-Control": "private, max-age=86400"}  # previews are content-addressed: never stale
-
-
 @router.get("/previews/variant/{variant_id}.jpg")
 def variant_preview(user: User, variant_id: str) -> Response:
-    from .media import preview
-
     with runtime.database().session() as s:
         v = s.get(Variant, variant_id)
         key = v.key if v else None
-    if not key:
-        raise HTTPException(404, "no such image")
-    return Response(preview(key), media_type="image/jpeg", headers=_CACHE)
+    return _preview(key)
 
 
 @router.get("/previews/source/{asset_id}.jpg")
 def source_preview(user: User, asset_id: str) -> Response:
-    from .media import preview
-
     with runtime.database().session() as s:
         a = s.get(Asset, asset_id)
         key = a.source_key if a else None
+    return _preview(key)
+
+
+def _preview(key: str | None) -> Response:
+    from .media import preview
+
     if not key:
         raise HTTPException(404, "no such image")
-    return Response(preview(key), media_type="image/jpeg", headers=_CACHE)
+    # Previews are content-addressed, so never stale: let the browser keep them.
+    return Response(preview(key), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
 # --- API keys -------------------------------------------------------------------------------
