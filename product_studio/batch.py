@@ -800,19 +800,9 @@ class _Run:
         return _Loaded(item, data, _Task(item, sha, self.dedupe_key(item, sha)))
 
     def _read(self, path: Path, label: str) -> bytes:
-        limit = self.settings.max_input_bytes
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > limit:  # checked before reading: a huge file is never pulled into memory
-                    raise BadInput(f"{label}: {size} bytes is over the {limit}-byte limit")
-                return f.read(limit + 1)
-        except FileNotFoundError:
-            raise BadInput(f"{label}: no such file") from None
-        except IsADirectoryError:
-            raise BadInput(f"{label}: is a directory, not a file") from None
-        except OSError as exc:
-            raise BadInput(f"{label}: cannot read the file ({exc.strerror or type(exc).__name__})") from None
+        from .pipeline.ingest import read_bounded
+
+        return read_bounded(path, label, self.settings)
 
     def _fetch(self, url: str) -> bytes:
         from .fetch import fetch_image  # only batches with URLs need the network stack

@@ -353,34 +353,35 @@ def _password(prompt: bool) -> str:
     return first
 
 
-@users_app.command("add")
-def users_add(username: Annotated[str, typer.Argument(help="the name to sign in with")],
-              password_stdin: Annotated[bool, typer.Option(help="read the password from stdin")] = False) -> None:
-    """Add an admin (asks for a password)."""
+def _change_admin(change, username: str, password_stdin: bool, done: str) -> None:
     from . import runtime
-    from .auth import add_user
 
     try:
         with runtime.database().session() as s:
-            add_user(s, username, _password(not password_stdin))
+            change(s, username, _password(not password_stdin))
     except ProductStudioError as exc:
         raise _fail(exc) from None
-    _c.out.print(f"added {username}")
+    _c.out.print(done)
+
+
+_STDIN = Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")]
+
+
+@users_app.command("add")
+def users_add(username: Annotated[str, typer.Argument(help="the name to sign in with")],
+              password_stdin: _STDIN = False) -> None:
+    """Add an admin (asks for a password)."""
+    from .auth import add_user
+
+    _change_admin(add_user, username, password_stdin, f"added {username}")
 
 
 @users_app.command("password")
-def users_password(username: str,
-                   password_stdin: Annotated[bool, typer.Option(help="read the password from stdin")] = False) -> None:
+def users_password(username: str, password_stdin: _STDIN = False) -> None:
     """Set an admin's password."""
-    from . import runtime
     from .auth import set_password
 
-    try:
-        with runtime.database().session() as s:
-            set_password(s, username, _password(not password_stdin))
-    except ProductStudioError as exc:
-        raise _fail(exc) from None
-    _c.out.print(f"password set for {username}")
+    _change_admin(set_password, username, password_stdin, f"password set for {username}")
 
 
 keys_app = typer.Typer(help="API keys for the JSON API (stored hashed; shown once).", no_args_is_help=True)

@@ -244,20 +244,22 @@ def fail(item_id: str, error: str, *, stage: str = "variant", settings: Settings
 
 # --- completion callbacks ---------------------------------------------------------------------
 
+def variant_document(v: Variant, settings: Settings) -> dict:
+    """What the API and callbacks say about one variant, with a signed, expiring download link."""
+    return {
+        "id": v.id, "target": v.target, "scene": v.scene, "seed": v.seed, "status": v.status,
+        "check": v.check_summary, "ai_generated": v.ai_generated, "approved": v.approved, "error": v.error,
+        "url": runtime.store(settings).url(v.key, settings.download_url_expires) if v.key else None,
+    }
+
+
 def job_document(job: Job, settings: Settings) -> dict:
     """What a completion callback (and the API) says about a job."""
-    blobs = runtime.store(settings)
     return {
         "id": job.id, "status": job.status, "store": job.store, "error": job.error,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "assets": [{
-            "id": a.id, "name": a.name, "sha256": a.sha256,
-            "variants": [{
-                "id": v.id, "target": v.target, "scene": v.scene, "seed": v.seed, "status": v.status,
-                "check": v.check_summary, "ai_generated": v.ai_generated, "approved": v.approved, "error": v.error,
-                "url": blobs.url(v.key, settings.download_url_expires) if v.key else None,
-            } for v in a.variants],
-        } for a in job.assets],
+        "assets": [{"id": a.id, "name": a.name, "sha256": a.sha256,
+                    "variants": [variant_document(v, settings) for v in a.variants]} for a in job.assets],
     }
 
 

@@ -46,17 +46,26 @@ def load_path(path: str | Path, settings: Settings | None = None) -> Source:
     settings = settings or get_settings()
     path = Path(path)
     label = _label(path.name or str(path))
+    data = read_bounded(path, label, settings)
+    return _load(data, label, _stem(path.name), settings, len(data))
+
+
+def read_bounded(path: Path, label: str, settings: Settings) -> bytes:
+    """A file's bytes; BadInput naming `label` when it is missing, unreadable or over
+    max_input_bytes (checked before reading: a huge file is never pulled into memory)."""
+    limit = settings.max_input_bytes
     try:
         with open(path, "rb") as f:
-            data = f.read(settings.max_input_bytes + 1)
-            size = max(len(data), os.fstat(f.fileno()).st_size)
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise BadInput(f"{label}: {size} bytes is over the {limit}-byte limit")
+            return f.read(limit + 1)
     except FileNotFoundError:
         raise BadInput(f"{label}: no such file") from None
     except IsADirectoryError:
         raise BadInput(f"{label}: is a directory, not a file") from None
     except OSError as exc:
         raise BadInput(f"{label}: cannot read the file ({exc.strerror or type(exc).__name__})") from None
-    return _load(data, label, _stem(path.name), settings, size)
 
 
 def _load(data: bytes, label: str, stem: str, settings: Settings, size: int) -> Source:

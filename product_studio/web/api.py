@@ -42,8 +42,7 @@ def _variant_out(variant_id: str) -> dict:
         v = s.get(Variant, variant_id)
         if v is None:
             raise HTTPException(404, f"no variant {variant_id}")
-        job = work.job_document(v.asset.job, get_settings())
-    return next(x for a in job["assets"] for x in a["variants"] if x["id"] == variant_id)
+        return work.variant_document(v, get_settings())
 
 
 @router.post("/jobs", status_code=202, response_model=JobCreated, summary="Create a job from uploaded photos")

@@ -25,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import runtime
 from ..auth import key_for
-from ..config import Settings, get_settings
 from ..models import ApiKey, User
 
 # --- API keys -----------------------------------------------------------------------------------
@@ -146,6 +145,3 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-
-def settings_dep() -> Settings:
-    return get_settings()
