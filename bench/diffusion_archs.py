@@ -26,10 +26,10 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 # tests/ is on sys.path (scene_bench.py puts it there): its byte-level tokenizer and hub-like save.
 from tiny_diffusers import _save, _tokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 # bos/eos/pad ids are the small tokenizer's (the real ones are 49406/49407), so pooling finds its eos.
 _TOKEN_IDS = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1)

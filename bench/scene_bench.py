@@ -128,6 +128,7 @@ def diffusion_section(mode: str, device: str, dtype: str, repeat: int, kinds: li
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     import tiny_diffusers
+
     from product_studio.backends import model_cache
     from product_studio.backends import scene_diffusers as sd
     from product_studio.config import Settings

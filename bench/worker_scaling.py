@@ -44,9 +44,10 @@ def photos(n: int, size: int) -> list[tuple[str, bytes]]:
 
 
 def submit(env: dict, items: list[tuple[str, bytes]], target: str) -> str:
-    code = ("import sys, pickle\nfrom product_studio.work import submit, Upload\n"
+    code = ("import sys, pickle\nfrom product_studio.jobs import submit, Upload\nfrom tasks.pipeline import enqueue\n"
             "items, target = pickle.load(sys.stdin.buffer)\n"
-            "job, _ = submit([Upload(n, d) for n, d in items], targets=[target], origin='bench')\nprint(job.id)\n")
+            "sub = submit([Upload(n, d) for n, d in items], targets=[target], origin='bench')\nenqueue(sub.steps)\n"
+            "print(sub.job.id)\n")
     import pickle
 
     out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps((items, target)), capture_output=True,

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from product_studio.pipeline.cutout import cut_out
-from product_studio.pipeline.process import render_variant
+from product_studio.pipeline.plan import render_variant
 from product_studio.presets import TARGETS
 from product_studio.scenes import SCENES
 

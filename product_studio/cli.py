@@ -10,11 +10,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .config import get_settings
 from .errors import BadInput, ProductStudioError
+from .naming import safe_stem, unique_names
 from .presets import TARGETS, get_target
 from .scenes import SCENES
 
@@ -42,16 +49,6 @@ DEFAULT_TARGETS = ["amazon-main", "shopify-square", "lifestyle"]
 def _fail(exc: ProductStudioError) -> typer.Exit:
     _c.err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
-
-
-def _unique_names(paths: list[Path]) -> list[str]:
-    """Output folder names: the photo stems, suffixed where two photos share one."""
-    seen: dict[str, int] = {}
-    names = []
-    for p in paths:
-        n = seen[p.stem] = seen.get(p.stem, 0) + 1
-        names.append(p.stem if n == 1 else f"{p.stem}-{n}")
-    return names
 
 
 @app.command()
@@ -84,7 +81,7 @@ def process(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=_c.err, transient=True) as progress:
         task = progress.add_task("processing", total=len(photos))
-        for path, name in zip(photos, _unique_names(photos)):
+        for path, name in zip(photos, unique_names([safe_stem(p.name) for p in photos])):
             progress.update(task, description=f"processing {path.name}")
             t0 = time.perf_counter()
             try:
@@ -172,11 +169,15 @@ def targets() -> None:
 @app.command()
 def scenes() -> None:
     """List the scene presets."""
+    from .backends.registry import scene_backend
+
     table = Table(title="scene presets")
     for col in ("scene", "backend", "what"):
         table.add_column(col)
     for s in SCENES.values():
-        table.add_row(s.name, s.backend, s.title)
+        backend = scene_backend(s.backend)
+        needs = [what for what, yes in (("weights", backend.needs_weights), ("a GPU", backend.needs_gpu)) if yes]
+        table.add_row(s.name, s.backend + (f" (needs {' and '.join(needs)})" if needs else ""), s.title)
     _c.out.print(table)
 
 
@@ -246,13 +247,15 @@ def models_list(ctx: typer.Context) -> None:
 @models_app.command("fetch")
 def models_fetch(warm: Annotated[bool, typer.Option(help="also warm slow first imports")] = True) -> None:
     """Provision the offline cut-out model (verified by checksum) and warm first imports."""
-    from .provision import provision_u2netp, warm_imports
+    from .backends.registry import CUTOUT_MODELS
+    from .provision import provision, warm_imports
 
+    entry = CUTOUT_MODELS["u2netp"]  # the default, provisioned offline (the cut-out issue adds choices)
     try:
-        path = provision_u2netp(get_settings())
+        path = provision(entry, get_settings())
     except ProductStudioError as exc:
         raise _fail(exc) from None
-    _c.out.print(f"u2netp model ready at {path}")
+    _c.out.print(f"{entry.name} model ready at {path}")
     if warm:
         _c.out.print(f"warmed imports in {warm_imports(get_settings()):.1f} s")
 

@@ -30,7 +30,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import URL, CursorResult, Engine, Update, create_engine, event, func, make_url, select, text, update
+from sqlalchemy import (
+    URL,
+    CursorResult,
+    Engine,
+    Update,
+    create_engine,
+    event,
+    func,
+    make_url,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -430,16 +442,8 @@ def list_jobs(session: Session, *, limit: int = 50, offset: int = 0) -> list[tup
 _STAGE_KEYS = {"cutout": "cutout_key", "edges": "control_key"}
 
 
-def update_stage(
-    session: Session,
-    asset_id: str,
-    stage: str,
-    status: str,
-    *,
-    key: str | None = None,
-    seconds: float | None = None,
-    error: str | None = None,
-) -> Asset:
+def update_stage(session: Session, asset_id: str, stage: str, status: str, *, key: str | None = None,
+                 seconds: float | None = None, error: str | None = None) -> Asset:
     """Record an asset stage ("cutout" or "edges"): its status, output key and time."""
     if stage not in _STAGE_KEYS:
         raise ValueError(f"unknown asset stage {stage!r}")

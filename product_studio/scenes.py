@@ -25,7 +25,7 @@ def hex_rgb(colour: str) -> tuple[int, int, int]:
 class ScenePreset(BaseModel, frozen=True):
     name: str
     title: str = ""
-    backend: Literal["solid", "studio", "diffusers"] = "studio"
+    backend: str = "studio"  # a scene backend's name (backends/registry.py)
     palette: tuple[str, ...] = Field(("#f3f2ef", "#e9e7e3"), min_length=1)  # wall, floor, accent... as #rrggbb
     surface: Literal["sweep", "gradient", "marble", "wood", "concrete", "linen", "podium", "window"] = "sweep"
     light_azimuth: float = -35.0  # degrees: 0 front, negative from the left
@@ -34,6 +34,17 @@ class ScenePreset(BaseModel, frozen=True):
     reflection: bool = False
     prompt: str = ""
     negative_prompt: str = "blurry, deformed, distorted product, text, watermark, low quality"
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, backend: str) -> str:
+        from .backends.registry import scene_backend
+
+        try:
+            scene_backend(backend)
+        except UnknownName as exc:  # pydantic reports ValueErrors as validation errors
+            raise ValueError(str(exc)) from None
+        return backend
 
     @field_validator("palette")
     @classmethod

@@ -1,6 +1,7 @@
 """Webhook intake tasks. A receiver's batch arrives as one message (so the web process publishes
 once per batch, not once per request) and fans out to one task per delivery; that task fetches
-the images and creates the jobs (product_studio.intake), with retries for transient errors.
+the images and creates the jobs (product_studio.webhooks.intake, given tasks.pipeline.enqueue for
+their steps), with retries for transient errors.
 
 Lost messages: the database says which deliveries are still `accepted`; a thread in each worker
 re-enqueues those untouched for `requeue_after` seconds (tasks/sweeper.py, beside lost assets).
@@ -12,11 +13,14 @@ import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from product_studio import intake, work
+from product_studio.backoff import delay
 from product_studio.config import get_settings
 from product_studio.errors import ProductStudioError, TransientError
+from product_studio.jobs.recovery import is_permanent
+from product_studio.webhooks import intake
 
 from .celery_app import app
+from .pipeline import enqueue
 from .sweeper import SWEEPS
 
 log = logging.getLogger(__name__)
@@ -39,13 +43,13 @@ def batch(delivery_ids: list[str]) -> None:
 @app.task(bind=True, name="intake.delivery", max_retries=MAX_RETRIES)
 def delivery(self, delivery_id: str) -> str:
     try:
-        return intake.run_delivery(delivery_id)
+        return intake.run_delivery(delivery_id, enqueue)
     except Exception as exc:
         if isinstance(exc, SoftTimeLimitExceeded):
             exc = TransientError(f"timed out after {app.conf.task_soft_time_limit} s")
-        if not work.is_permanent(exc) and self.request.retries < MAX_RETRIES:
+        if not is_permanent(exc) and self.request.retries < MAX_RETRIES:
             intake.release_delivery(delivery_id)  # the retry must be able to take it again
-            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from None
+            raise self.retry(exc=exc, countdown=delay(self.request.retries)) from None
         reason = str(exc) if isinstance(exc, ProductStudioError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, TransientError) or not isinstance(exc, ProductStudioError):
             reason = f"gave up after {self.request.retries + 1} attempts: {reason}"

@@ -1,93 +1,76 @@
-"""The tasks: per photo cutout -> edges -> one variant task per target (in parallel), each of
-which renders, exports, checks and stores; the last to finish sends the job's callback.
+"""The tasks: per photo cutout -> edges (control images) -> one variant task per target (in
+parallel), each of which renders, exports, checks and stores; the last to finish sends the job's
+callback.
 
-No task waits on another: each enqueues the next step. Generative variants go to the `gpu`
-queue, everything else to `cpu`; a photo's first step goes to `cpu-intake`. Workers take from
-their queues in turn, so a big batch keeps finishing photos as it goes instead of cutting out
-every photo before the first variant is rendered.
+The core (product_studio.jobs) does the work and returns the Steps to take next; this module only
+turns Steps into messages and declares retries. No task waits on another. Generative variants go
+to the `gpu` queue, everything else to `cpu`; a photo's first step goes to `cpu-intake`. Workers
+take from their queues in turn, so a big batch keeps finishing photos as it goes instead of
+cutting out every photo before the first variant is rendered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from celery.exceptions import SoftTimeLimitExceeded
 
-from product_studio import work
+from product_studio.backoff import delay
 from product_studio.errors import ProductStudioError, TransientError
+from product_studio.jobs import Step, units
+from product_studio.jobs.completion import deliver_callback
+from product_studio.jobs.recovery import is_permanent
 
 from .celery_app import app
 
 MAX_RETRIES = 5
 CALLBACK_RETRIES = 8
-
-
 INTAKE = "cpu-intake"
 
 
-def enqueue_assets(asset_ids: list[str]) -> None:
-    for asset_id in asset_ids:
-        cutout.apply_async((asset_id,), queue=INTAKE)
+def enqueue(steps: Iterable[Step]) -> None:
+    """Publish one message per step, on its stage's queue."""
+    for step in steps:
+        task, queue = _ROUTES[step.stage]
+        task.apply_async((step.id,), queue="gpu" if step.gpu else queue)
 
 
-def enqueue_variant(variant_id: str, *, gpu: bool) -> None:
-    """One more variant of a photo whose cut-out is done (a regenerate)."""
-    variant.apply_async((variant_id,), queue="gpu" if gpu else "cpu")
-
-
-def _give_up_or_retry(task, exc: BaseException, fail) -> None:
-    """Permanent errors (bad input, missing model) are recorded at once; transient ones retried
-    with exponential backoff, then recorded."""
-    if isinstance(exc, SoftTimeLimitExceeded):
-        exc = TransientError(f"timed out after {app.conf.task_soft_time_limit} s")
-    if not work.is_permanent(exc) and task.request.retries < MAX_RETRIES:
-        raise task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
-    job_id = fail(f"{type(exc).__name__}: {exc}" if not isinstance(exc, ProductStudioError) else str(exc))
-    if job_id:
-        callback.apply_async((job_id,), queue="cpu")
+def _run(task, unit: Callable[[str], list[Step]], item_id: str, fail: Callable[[str], list[Step]]) -> None:
+    """Run a unit and enqueue its next steps. Permanent errors (bad input, missing model) are
+    recorded at once; transient ones retried with exponential backoff, then recorded."""
+    try:
+        steps = unit(item_id)
+    except Exception as exc:
+        if isinstance(exc, SoftTimeLimitExceeded):
+            exc = TransientError(f"timed out after {app.conf.task_soft_time_limit} s")
+        if not is_permanent(exc) and task.request.retries < MAX_RETRIES:
+            raise task.retry(exc=exc, countdown=delay(task.request.retries)) from None
+        steps = fail(str(exc) if isinstance(exc, ProductStudioError) else f"{type(exc).__name__}: {exc}")
+    enqueue(steps)
 
 
 @app.task(bind=True, name="cutout", max_retries=MAX_RETRIES)
 def cutout(self, asset_id: str) -> None:
-    try:
-        work.run_cutout(asset_id)
-    except Exception as exc:
-        _give_up_or_retry(self, exc, lambda error: work.fail(asset_id, error, stage="cutout"))
-        return
-    edges.apply_async((asset_id,), queue="cpu")
+    _run(self, units.run_cutout, asset_id, lambda error: units.fail(asset_id, error, stage="cutout"))
 
 
 @app.task(bind=True, name="edges", max_retries=MAX_RETRIES)
 def edges(self, asset_id: str) -> None:
-    try:
-        variants = work.run_edges(asset_id)
-    except Exception as exc:
-        _give_up_or_retry(self, exc, lambda error: work.fail(asset_id, error, stage="edges"))
-        return
-    for variant_id, gpu in variants:
-        variant.apply_async((variant_id,), queue="gpu" if gpu else "cpu")
+    _run(self, units.run_edges, asset_id, lambda error: units.fail(asset_id, error, stage="edges"))
 
 
 @app.task(bind=True, name="variant", max_retries=MAX_RETRIES)
 def variant(self, variant_id: str) -> None:
-    try:
-        job_id = work.run_variant(variant_id)
-    except Exception as exc:
-        _give_up_or_retry(self, exc, lambda error: work.fail(variant_id, error))
-        return
-    if job_id:
-        callback.apply_async((job_id,), queue="cpu")
+    _run(self, units.run_variant, variant_id, lambda error: units.fail(variant_id, error))
 
 
 @app.task(bind=True, name="callback", max_retries=CALLBACK_RETRIES)
 def callback(self, job_id: str) -> None:
     """The signed completion callback, retried with backoff (every attempt is logged)."""
-    if not work.deliver_callback(job_id, attempt=self.request.retries + 1):
+    if not deliver_callback(job_id, attempt=self.request.retries + 1):
         if self.request.retries < CALLBACK_RETRIES:
-            raise self.retry(countdown=min(600, 2 ** (self.request.retries + 1)))
+            raise self.retry(countdown=delay(self.request.retries + 1, cap=600))
 
 
-@app.task(name="sweep")
-def sweep(older_than: float) -> int:
-    """Re-enqueue assets whose messages were lost; returns how many."""
-    stale = work.stale_assets(older_than)
-    enqueue_assets(stale)
-    return len(stale)
+_ROUTES = {"cutout": (cutout, INTAKE), "edges": (edges, "cpu"), "variant": (variant, "cpu"),
+           "callback": (callback, "cpu")}

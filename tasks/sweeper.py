@@ -13,21 +13,21 @@ from collections.abc import Callable
 
 from celery.signals import worker_ready, worker_shutting_down
 
-from product_studio import work
 from product_studio.config import get_settings
+from product_studio.jobs.recovery import stale_assets
 
-from .pipeline import enqueue_assets
+from .pipeline import enqueue
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
 def sweep_assets(older_than: float) -> int:
-    stale = work.stale_assets(older_than)
-    if stale:
-        log.warning("re-enqueueing %d asset(s) whose messages were lost", len(stale))
-        enqueue_assets(stale)
-    return len(stale)
+    steps = stale_assets(older_than)
+    if steps:
+        log.warning("re-enqueueing %d asset(s) whose messages were lost", len(steps))
+        enqueue(steps)
+    return len(steps)
 
 
 # Every kind of recoverable work registers its sweep here (tasks/intake.py adds webhook deliveries).

@@ -2,10 +2,10 @@
 
 import io
 import os
+import struct
 import subprocess
 import sys
 import zlib
-import struct
 from pathlib import Path
 
 import numpy as np

@@ -11,7 +11,13 @@ from product_studio.backends import cutout_rembg
 from product_studio.backends.cutout_rembg import RembgBackend
 from product_studio.config import Settings
 from product_studio.errors import ModelUnavailable
-from product_studio.pipeline.cutout import clean_mask, cut_out, cut_out_many, decontaminate, refine_mask
+from product_studio.pipeline.cutout import (
+    clean_mask,
+    cut_out,
+    cut_out_many,
+    decontaminate,
+    refine_mask,
+)
 
 
 @pytest.fixture(scope="module")

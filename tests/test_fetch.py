@@ -20,7 +20,8 @@ from PIL import Image
 
 from product_studio.config import Settings
 from product_studio.errors import BadInput, TransientError
-from product_studio.fetch import fetch_image, refusal, sniff
+from product_studio.fetch import fetch_image, refusal
+from product_studio.sniff import media_type as sniff
 
 
 def encoded(fmt: str, size: int = 96) -> bytes:

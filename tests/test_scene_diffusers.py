@@ -342,9 +342,9 @@ def test_import_does_not_import_torch():
 
 def test_process_stage_composites_the_real_product_over_a_generated_scene(settings):
     """The scene stage's generative path: real product on top, AI-labelled, seed recorded."""
-    from product_studio.pipeline.export import encode
     from product_studio.pipeline.check import check_bytes
-    from product_studio.pipeline.process import render_variant
+    from product_studio.pipeline.export import encode
+    from product_studio.pipeline.plan import render_variant
     from product_studio.presets import TARGETS
     from product_studio.scenes import get_scene
 

@@ -21,7 +21,6 @@ from PIL import Image
 
 from product_studio import runtime
 from product_studio.models import Asset, Job
-
 from tests.web_helpers import csrf_of, fresh_app, run_job, sign_in
 
 # /files/ links carry their own expiring signature; /logout needs only the CSRF token.
@@ -427,14 +426,15 @@ def test_callbacks_never_go_to_private_addresses(site, small_photo):
         r = client.post("/api/v1/jobs", headers=_api(key), data={"targets": "ebay", "callback_url": url},
                         files=[("files", ("a.jpg", small_photo(), "image/jpeg"))])
         assert r.status_code == 422, (url, r.text)
-    from product_studio import work
+    from product_studio.jobs import Upload, submit
+    from product_studio.jobs.completion import deliver_callback
     from product_studio.models import CallbackAttempt
 
-    job, _ = work.submit([work.Upload("a.jpg", small_photo())], targets=["ebay"], enqueue=False)
+    job = submit([Upload("a.jpg", small_photo())], targets=["ebay"]).job
     with runtime.database().session() as s:  # as if the name now resolved to a private address
         s.get_one(Job, job.id).callback_url = "http://10.0.0.8/hook"
     run_job(job.id)
-    assert work.deliver_callback(job.id, attempt=1) is True  # settled: no retries
+    assert deliver_callback(job.id, attempt=1) is True  # settled: no retries
     with runtime.database().session() as s:
         (attempt,) = s.query(CallbackAttempt).all()
         assert not attempt.ok and "private address" in attempt.error

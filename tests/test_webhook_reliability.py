@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from sqlalchemy import func, select
-
-from product_studio.models import Asset, Delivery, Job
 from webhook_stack import (
     Loopback,
-    b64_hmac,
     Stack,
+    b64_hmac,
     bigcommerce_payload,
     generic_headers,
     photo,
@@ -33,6 +31,8 @@ from webhook_stack import (
     woo_headers,
     woo_product,
 )
+
+from product_studio.models import Asset, Delivery, Job
 
 PLATFORMS = ("shopify", "woocommerce", "bigcommerce", "generic")
 PRIVATE = ("http://10.0.0.5/p.jpg", "http://169.254.169.254/latest/meta-data/", "http://192.168.1.9/p.jpg",

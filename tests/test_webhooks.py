@@ -11,23 +11,6 @@ import time
 
 import pytest
 from sqlalchemy import func, select
-
-from product_studio import callbacks
-from product_studio.config import Settings
-from product_studio.db import Database
-from product_studio.deliveries import (
-    Incoming,
-    record_deliveries,
-    release_delivery,
-    settle_delivery,
-    start_delivery,
-    take_product,
-)
-from product_studio.errors import BadInput
-from product_studio.models import Asset, Delivery, Job, ProductState
-from product_studio.platforms import PLATFORMS, PayloadError
-from product_studio.stores import load_stores_file, stores
-
 from webhook_stack import (
     Loopback,
     Stack,
@@ -39,6 +22,22 @@ from webhook_stack import (
     woo_headers,
     woo_product,
 )
+
+from product_studio import callbacks
+from product_studio.config import Settings
+from product_studio.db import Database
+from product_studio.errors import BadInput
+from product_studio.models import Asset, Delivery, Job, ProductState
+from product_studio.webhooks.deliveries import (
+    Incoming,
+    record_deliveries,
+    release_delivery,
+    settle_delivery,
+    start_delivery,
+    take_product,
+)
+from product_studio.webhooks.platforms import PLATFORMS, PayloadError
+from product_studio.webhooks.stores import load_stores_file, stores
 
 STORES_TOML = """
 [[store]]

@@ -125,10 +125,10 @@ class Stack:
         self.log = tmp / "worker.log"
 
     def submit(self, n: int, targets=("ebay",), callback_url: str | None = None) -> str:
-        code = ("import json, sys\nfrom product_studio.work import submit, Upload\n"
+        code = ("import json, sys\nfrom product_studio.jobs import submit, Upload\nfrom tasks.pipeline import enqueue\n"
                 "items = json.load(sys.stdin)\n"
-                "job, _ = submit([Upload(n, bytes.fromhex(d)) for n, d in items['photos']], targets=items['targets'],"
-                " origin='test', callback_url=items['callback'])\nprint(job.id)\n")
+                "sub = submit([Upload(n, bytes.fromhex(d)) for n, d in items['photos']], targets=items['targets'],"
+                " origin='test', callback_url=items['callback'])\nenqueue(sub.steps)\nprint(sub.job.id)\n")
         payload = json.dumps({"photos": [(n, d.hex()) for n, d in photos(n)], "targets": list(targets),
                               "callback": callback_url})
         out = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, text=True,

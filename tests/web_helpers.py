@@ -8,8 +8,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from product_studio import config, runtime, work
+from product_studio import config, runtime
 from product_studio.auth import add_user, create_key
+from product_studio.jobs import units
 from product_studio.models import Job
 
 PASSWORD = "correct horse battery"
@@ -48,6 +49,6 @@ def run_job(job_id: str) -> None:
     with runtime.database().session() as s:
         asset_ids = [a.id for a in s.get_one(Job, job_id).assets]
     for asset_id in asset_ids:
-        work.run_cutout(asset_id)
-        for variant_id, _gpu in work.run_edges(asset_id):
-            work.run_variant(variant_id)
+        units.run_cutout(asset_id)
+        for step in units.run_edges(asset_id):
+            units.run_variant(step.id)

@@ -29,8 +29,8 @@ from sqlalchemy import select
 from product_studio import callbacks
 from product_studio.config import Settings
 from product_studio.db import Database
-from product_studio.deliveries import FINAL
 from product_studio.models import Delivery
+from product_studio.webhooks.deliveries import FINAL
 
 EXE = Path(sys.executable).with_name("product-studio")
 

@@ -7,7 +7,6 @@ reads U2NET_HOME once, so Settings.apply_environment() has to run before it.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,7 @@ from PIL import Image
 
 from ..config import Settings, get_settings
 from ..errors import ModelUnavailable, UnknownName
+from . import model_cache
 
 # Models whose rembg session squashes the image to a square with PIL's LANCZOS, normalises it
 # (x / max(x), then (x - mean) / std) and min-max scales the first output. For these we do exactly
@@ -25,10 +25,6 @@ _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _SQUARE_MODELS: dict[str, tuple[tuple[float, ...], tuple[float, ...], int]] = {
     name: (*_IMAGENET, 320) for name in ("u2net", "u2netp", "u2net_human_seg", "silueta")
 }
-
-_sessions: dict[str, object] = {}
-_lock = threading.Lock()
-
 
 def model_candidates(settings: Settings, model: str) -> list[Path]:
     """Where rembg looks for `model` under U2NET_HOME (flat layout first, as `doctor` reports it)."""
@@ -60,28 +56,20 @@ def _new_session(model: str, settings: Settings, threads: int):
 
 
 def get_session(model: str, settings: Settings | None = None, threads: int | None = None):
-    """The process-wide rembg session for `model`, made once (thread-safe).
+    """The process-wide rembg session for `model`, made once (thread-safe, in `model_cache`).
 
     `threads` (ONNX Runtime intra-op threads) only counts when the session is made; default
     settings.cutout_threads, 0 = one per core, the fastest for one image at a time. With two
     images in flight on two cores, 1 thread each did ~10% better (less ORT synchronisation).
     """
-    session = _sessions.get(model)
-    if session is None:
-        with _lock:
-            session = _sessions.get(model)
-            if session is None:
-                settings = settings or get_settings()
-                if threads is None:
-                    threads = settings.cutout_threads
-                session = _sessions[model] = _new_session(model, settings, threads)
-    return session
+    settings = settings or get_settings()
+    return model_cache.get(("rembg", model), lambda: _new_session(
+        model, settings, settings.cutout_threads if threads is None else threads))
 
 
 def clear_sessions() -> None:
-    """Drop every cached session (frees model memory; the next use builds a fresh one)."""
-    with _lock:
-        _sessions.clear()
+    """Drop every cached rembg session (frees model memory; the next use builds a fresh one)."""
+    model_cache.clear(kind="rembg")
 
 
 class RembgBackend:

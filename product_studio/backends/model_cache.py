@@ -1,4 +1,4 @@
-"""Loaded models, one per (kind, name, device) per process.
+"""Loaded models (rembg sessions, detectors, diffusion pipelines), one per key per process.
 
 Loading happens lazily in the process that uses the model (a Celery worker child, after the
 fork), never at import, so no parent process holds weights or a CUDA context.
@@ -27,6 +27,8 @@ def get(key: Hashable, build: Callable[[], Any]) -> Any:
         return _models[key]
 
 
-def clear() -> None:
+def clear(kind: str | None = None) -> None:
+    """Drop cached models: all, or those whose key is a tuple starting with `kind` ("rembg")."""
     with _lock:
-        _models.clear()
+        for key in [k for k in _models if kind is None or (isinstance(k, tuple) and k[:1] == (kind,))]:
+            del _models[key]

@@ -288,3 +288,20 @@ def generate(placement: Placement, control: np.ndarray, preset: ScenePreset, *, 
         pixels = _fill_from_background(pixels, keep)
         out.append(GeneratedScene(np.ascontiguousarray(frame.to_canvas(pixels)), seed + i))
     return out
+
+
+def paint(target, preset: ScenePreset, placement: Placement, seed: int, *, control: np.ndarray | None = None,
+          title: str | None = None, category: str | None = None, settings: Settings | None = None) -> np.ndarray:
+    """The registry's entry for `diffusers`: one generated background, (H, W, 3) uint8."""
+    return generate(placement, control, preset, seed=seed, variants=1, title=title, category=category,
+                    settings=settings)[0].pixels
+
+
+def check(settings: Settings) -> tuple[str, str]:
+    """For `doctor`: ("ok" | "warn", detail) on whether diffusers imports, and in which mode."""
+    try:
+        import diffusers
+    except Exception as exc:
+        return "warn", f"import failed: {exc}"
+    mode = "offline: model ids must be local folders or cached" if settings.offline else "online"
+    return "ok", f"diffusers {diffusers.__version__}; {mode}"

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from ..scenes import ScenePreset, hex_rgb
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..pipeline.layout import Placement
+    from ..presets import Target
 
 _PAINT = 256  # long side of the smooth layers (light, vignette, sweep)
 _TEXTURE = 640  # side of a surface texture tile
@@ -265,3 +271,23 @@ def _grain(rng: np.random.Generator, height: int, width: int, tile: int = 509) -
     """Film grain from one tile repeated (a prime size, so the repeat is invisible): cheap at 2000 px."""
     t = rng.standard_normal((tile, tile), dtype=np.float32) * 1.1
     return np.tile(t, (height // tile + 1, width // tile + 1))[:height, :width]
+
+
+def frame_of(placement: Placement) -> Frame:
+    """The Frame (canvas and product extent, px) of a placed product."""
+    x0, y0, x1, _ = placement.box
+    return Frame(placement.width, placement.height, placement.base_y, y0, x0, x1)
+
+
+def paint(target: Target, preset: ScenePreset, placement: Placement, seed: int, *, control: np.ndarray | None = None,
+          title: str | None = None, category: str | None = None, settings: Settings | None = None) -> np.ndarray:
+    """The registry's entry for `studio`: render() on the placement's frame, (H, W, 3) uint8."""
+    return render(preset, frame_of(placement), seed)
+
+
+def paint_solid(target: Target, preset: ScenePreset, placement: Placement, seed: int, *,
+                control: np.ndarray | None = None, title: str | None = None, category: str | None = None,
+                settings: Settings | None = None) -> np.ndarray:
+    """The registry's entry for `solid`: the preset's first palette colour, (H, W, 3) uint8."""
+    size = (placement.height, placement.width, 3)
+    return np.broadcast_to(np.array(hex_rgb(preset.palette[0]), np.uint8), size).copy()

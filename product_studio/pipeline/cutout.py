@@ -207,7 +207,9 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, side: int = WORK_SIDE) -> 
     and each band pixel keeps its own detail through the blur-fusion correction of Forte & Pitie
     (2021): F = F' + a * (I - a*F' - (1-a)*B'). Opaque and transparent pixels are untouched.
     """
-    from pymatting import estimate_foreground_ml  # numba-compiled; imported only when used
+    from pymatting import (
+        estimate_foreground_ml,  # numba-compiled; imported only when used
+    )
 
     ys, xs = np.nonzero((alpha > 0) & (alpha < 255))
     if len(ys) == 0:

@@ -28,6 +28,15 @@ def encode_png(pixels: np.ndarray, compression: int = 1) -> bytes:
     return buf.tobytes()
 
 
+def decode_png(data: bytes) -> np.ndarray:
+    """The inverse of encode_png for our own stored PNGs: HxWx3 RGB or HxWx4 RGBA uint8.
+    Raises ValueError for bytes OpenCV cannot decode."""
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.ndim != 3:
+        raise ValueError("not an RGB or RGBA PNG")
+    return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
 # IPTC's term for pixels made by a generative model; Google Merchant Center requires it.
 AI_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 _XMP = (

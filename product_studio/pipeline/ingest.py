@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from ..config import Settings, get_settings
 from ..errors import BadInput
 from ..imaging import decode_image
+from ..naming import display_label, safe_stem
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays with == is ambiguous
@@ -38,16 +39,16 @@ class Source:
 def load_bytes(data: bytes, name: str = "upload", settings: Settings | None = None) -> Source:
     """Decode `data`; `name` (e.g. the upload's filename) names it in errors and gives the stem."""
     settings = settings or get_settings()
-    return _load(bytes(data), _label(name), _stem(name), settings, len(data))
+    return _load(bytes(data), display_label(name), safe_stem(name), settings, len(data))
 
 
 def load_path(path: str | Path, settings: Settings | None = None) -> Source:
     """Decode a file, reading at most max_input_bytes + 1 bytes of it."""
     settings = settings or get_settings()
     path = Path(path)
-    label = _label(path.name or str(path))
+    label = display_label(path.name or str(path))
     data = read_bounded(path, label, settings)
-    return _load(data, label, _stem(path.name), settings, len(data))
+    return _load(data, label, safe_stem(path.name), settings, len(data))
 
 
 def read_bounded(path: Path, label: str, settings: Settings) -> bytes:
@@ -78,15 +79,3 @@ def _load(data: bytes, label: str, stem: str, settings: Settings, size: int) -> 
     except BadInput as exc:
         raise BadInput(f"{label}: {exc}") from None
     return Source(stem, rgb, alpha, hashlib.sha256(data).hexdigest(), fmt)
-
-
-def _label(name: str) -> str:
-    """The name as shown in messages: one line, bounded."""
-    return "".join(c if c.isprintable() else " " for c in name)[:200] or "upload"
-
-
-def _stem(name: str) -> str:
-    """A safe output stem: no directories, no dot files, only name-safe characters."""
-    stem = PurePosixPath(name.replace("\\", "/")).stem
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("._")
-    return stem[:100] or "upload"

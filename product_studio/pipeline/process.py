@@ -1,49 +1,28 @@
-"""One photo in, every target's file out: the stages composed, timed and written atomically.
-
-The doors (CLI, Celery tasks, web) call `render_variant` and `process_photo`; none of them holds
-image logic of its own.
+"""The in-process runner: the stage plan (pipeline/plan.py) run for one photo, its outputs
+written to a folder atomically. Used by `process` and `batch --jobs`; the Celery runner is
+jobs/units.py. No decisions or image logic here: only running the plan's stages and writing files.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
-from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..config import Settings, get_settings
-from ..files import DIR_MODE, atomic_write_bytes
+from ..files import atomic_write_bytes, staged_folder
 from ..presets import Target
-from ..scenes import ScenePreset, get_scene
 from .check import CheckReport, check_bytes
-from .composite import composite
-from .cutout import cut_out
-from .edges import control_image
 from .export import encode, encode_png
 from .ingest import Source
-from .layout import Placement, place
-from .scene import render_background, shadow_style
-
-
-class StageTimer:
-    """Seconds spent per stage, summed over calls."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, stage: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] += time.perf_counter() - t0
+from .plan import (
+    StageTimer,
+    layout_canvas,
+    make_control,
+    make_cutout,
+    plan_photo,
+    render_variant,
+)
 
 
 @dataclass
@@ -68,96 +47,45 @@ class PhotoResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def scene_for(target: Target, scene: str | None, settings: Settings | None = None) -> ScenePreset:
-    """The scene a target uses: the one asked for, else the target's default."""
-    return get_scene(scene or target.default_scene, settings)
-
-
-@dataclass
-class Variant:
-    pixels: np.ndarray  # (H, W, 3) uint8 on the target's canvas
-    placement: Placement
-    seed: int
-    ai_generated: bool  # pixels outside the product came from a generative model
-    control: np.ndarray | None = None  # the control image, when one was made
-
-
-def render_variant(cutout: np.ndarray, target: Target, preset: ScenePreset, seed: int, *, name: str = "image",
-                   title: str | None = None, category: str | None = None, settings: Settings | None = None,
-                   timer: StageTimer | None = None) -> Variant:
-    """Composite one variant on the target's canvas: the real product over its scene."""
-    timer = timer or StageTimer()
-    settings = settings or get_settings()
-    with timer("layout"):
-        placement = place(cutout, target, name)
-    control = None
-    generative = preset.backend == "diffusers" and not target.pure_white
-    if generative:
-        from ..backends import scene_diffusers  # torch only where a model paints
-
-        with timer("edges"):
-            control = control_image(placement, settings=settings)
-        with timer("scene"):
-            background = scene_diffusers.generate(placement, control, preset, seed=seed, variants=1, title=title,
-                                                  category=category, settings=settings)[0].pixels
-    else:
-        with timer("scene"):
-            background = render_background(target, preset, placement, seed)
-    with timer("composite"):
-        pixels = composite(background, placement, shadow_style(target, preset))
-    return Variant(pixels, placement, seed, generative, control)
-
-
-@contextmanager
-def _staging(folder: Path):
-    """Build a photo's folder beside its final place, then swap it in whole: a failure midway
-    leaves the previous results (or nothing), never a half-written set."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".part"))
-    os.chmod(tmp, DIR_MODE)
-    try:
-        yield tmp
-        old = None
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
-            os.replace(folder, old / "prev")
-        os.replace(tmp, folder)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene: str | None = None,
                   seed: int = 0, detector: str | None = None, title: str | None = None,
                   category: str | None = None, settings: Settings | None = None) -> PhotoResult:
-    """Write cutout.png, control.png and one file per target into out_dir/<source.name>/."""
+    """Write cutout.png, control.png and one file per target into out_dir/<source.name>/.
+
+    control.png is drawn with `detector` (default: the configured one) on the plan's control
+    target's canvas; generative variants use the configured detector's control image for their
+    own canvas, each made once. Raises UnknownName (unknown scene) before any work, and the
+    stages' errors (ModelUnavailable, BadInput...) leaving the previous folder in place."""
     settings = settings or get_settings()
     timer = StageTimer()
     folder = Path(out_dir) / source.name
     result = PhotoResult(source.name, folder)
-    # The control image is drawn on the first scene target's canvas (where a generator would use it).
-    control_target = next((t for t in targets if not t.pure_white), targets[0])
-    presets = {t.name: scene_for(t, scene, settings) for t in targets}  # unknown names fail before any work
+    plan = plan_photo(targets, scene, settings)  # unknown names fail before any work
+    detector = detector or settings.edge_detector
+    controls: dict[tuple[str, str], object] = {}  # (canvas, detector) -> control image, made once
 
-    with _staging(folder) as stage:
+    def control_for(target: Target, which: str):
+        key = (layout_canvas(target), which)
+        if key not in controls:
+            with timer("edges"):
+                controls[key] = make_control(cutout, target, which, settings, source.name)
+        return controls[key]
+
+    with staged_folder(folder) as stage:
         with timer("cutout"):
-            cutout = cut_out(source.rgb, source.alpha, settings=settings)
+            cutout = make_cutout(source.rgb, source.alpha, settings)
         with timer("encode"):
             atomic_write_bytes(stage / "cutout.png", encode_png(cutout))
 
-        for target in targets:
+        for p in plan.targets:
             t0 = time.perf_counter()
-            variant = render_variant(cutout, target, presets[target.name], seed, name=source.name, title=title,
+            target = p.target
+            control = control_for(target, settings.edge_detector) if p.generative else None
+            variant = render_variant(cutout, target, p.preset, seed, name=source.name, control=control, title=title,
                                      category=category, settings=settings, timer=timer)
-            if target is control_target:
-                control = variant.control
-                if control is None or detector not in (None, settings.edge_detector):
-                    with timer("edges"):
-                        control = control_image(variant.placement, detector, settings)
+            if target is plan.control_target:
                 with timer("encode"):
-                    atomic_write_bytes(stage / "control.png", encode_png(control))
+                    atomic_write_bytes(stage / "control.png", encode_png(control_for(target, detector)))
             with timer("encode"):
                 data = encode(variant.pixels, target, ai_generated=variant.ai_generated)
                 filename = f"{target.name}.{target.extension}"

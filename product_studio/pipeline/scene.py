@@ -1,31 +1,34 @@
-"""The scene stage: the background behind the product, on the target's canvas."""
+"""The scene stage: the background behind the product, on the target's canvas.
+
+Pure-white targets are white; everything else is painted by the preset's backend, looked up by
+name in the registry (product_studio/backends/registry.py).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..backends import scene_studio
+from ..backends.registry import scene_backend
+from ..backends.scene_studio import frame_of  # noqa: F401 (the studio's frame, used by callers and tests)
+from ..config import Settings
 from ..presets import Target
-from ..scenes import ScenePreset, hex_rgb
+from ..scenes import ScenePreset
 from .composite import ShadowStyle
 from .layout import Placement
 
 
-def frame_of(placement: Placement) -> scene_studio.Frame:
-    x0, y0, x1, _ = placement.box
-    return scene_studio.Frame(placement.width, placement.height, placement.base_y, y0, x0, x1)
-
-
-def render_background(target: Target, preset: ScenePreset, placement: Placement, seed: int) -> np.ndarray:
-    """(H, W, 3) uint8 background for one variant (generative backends are handled by the caller)."""
-    size = (target.height, target.width, 3)
+def render_background(target: Target, preset: ScenePreset, placement: Placement, seed: int, *,
+                      control: np.ndarray | None = None, title: str | None = None, category: str | None = None,
+                      settings: Settings | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 background for one variant. A generative backend needs `control`, the
+    (H, W, 3) uint8 ControlNet control image on the same canvas (pipeline.edges)."""
     if target.pure_white:
-        return np.full(size, 255, np.uint8)
-    if preset.backend == "solid":
-        return np.broadcast_to(np.array(hex_rgb(preset.palette[0]), np.uint8), size).copy()
-    if preset.backend == "studio":
-        return scene_studio.render(preset, frame_of(placement), seed)
-    raise ValueError(f"scene {preset.name!r}: backend {preset.backend!r} does not paint plain backgrounds")
+        return np.full((target.height, target.width, 3), 255, np.uint8)
+    backend = scene_backend(preset.backend)
+    if backend.generative and control is None:
+        raise ValueError(f"scene {preset.name!r}: backend {preset.backend!r} needs a control image")
+    return backend.painter()(target, preset, placement, seed, control=control, title=title, category=category,
+                             settings=settings)
 
 
 def shadow_style(target: Target, preset: ScenePreset) -> ShadowStyle | None:

@@ -9,9 +9,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from product_studio.content_keys import check_key, check_prefix
 from product_studio.errors import TransientError
 from product_studio.files import atomic_write_bytes
-from product_studio.storage import NotFound, check_expires, check_key, check_prefix
+from product_studio.storage.base import NotFound, check_expires
 
 
 def sign(secret: str, key: str, expires: int) -> str:

@@ -12,8 +12,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from product_studio.content_keys import check_key, check_prefix
 from product_studio.errors import ProductStudioError, TransientError
-from product_studio.storage import NotFound, check_expires, check_key, check_prefix
+from product_studio.storage.base import NotFound, check_expires
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _RETRYABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",

@@ -1,7 +1,7 @@
 """The JSON API under /api/v1, for machines with an API key. Thin: each route validates,
-calls the core (work, db) and shapes the answer.
+calls the core (jobs, db) and shapes the answer.
 
-The image core (work, media: NumPy, OpenCV, the pipeline) is imported where it is used, so the
+The image core (jobs, media: NumPy, OpenCV, the pipeline) is imported where it is used, so the
 web process starts without it; app.py warms it in the background right after start."""
 
 from __future__ import annotations
@@ -13,11 +13,19 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from .. import runtime
+from .. import content_types, runtime
 from ..config import get_settings
 from ..db import list_jobs, review_variant
 from ..models import Job, Variant
-from .schemas import Error, JobCreated, JobFromUrls, JobOut, JobSummary, Regenerate, VariantOut
+from .schemas import (
+    Error,
+    JobCreated,
+    JobFromUrls,
+    JobOut,
+    JobSummary,
+    Regenerate,
+    VariantOut,
+)
 from .security import require_api_key
 
 _ERRORS = {401: {"model": Error}, 404: {"model": Error}, 413: {"model": Error}, 422: {"model": Error}}
@@ -25,24 +33,24 @@ router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(require
 
 
 def _job(job_id: str) -> dict:
-    from .. import work
+    from ..jobs.documents import job_document
 
     settings = get_settings()
     with runtime.database().session() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
-        return work.job_document(job, settings)
+        return job_document(job, settings)
 
 
 def _variant_out(variant_id: str) -> dict:
-    from .. import work
+    from ..jobs.documents import variant_document
 
     with runtime.database().session() as s:
         v = s.get(Variant, variant_id)
         if v is None:
             raise HTTPException(404, f"no variant {variant_id}")
-        return work.variant_document(v, get_settings())
+        return variant_document(v, get_settings())
 
 
 @router.post("/jobs", status_code=202, response_model=JobCreated, summary="Create a job from uploaded photos")
@@ -51,22 +59,22 @@ async def create_job(files: list[UploadFile], targets: Annotated[list[str], Form
                      title: Annotated[str | None, Form(max_length=500)] = None,
                      category: Annotated[str | None, Form(max_length=500)] = None,
                      callback_url: Annotated[str | None, Form()] = None) -> dict:
-    from .. import work
+    from .dispatch import submit_job
     from .media import read_uploads
 
     settings = get_settings()
     uploads = await read_uploads(files, settings, title=title, category=category)
-    job, created = await run_in_threadpool(work.submit, uploads, targets=targets, scene=scene, seed=seed,
-                                           origin="api", callback_url=callback_url or None, settings=settings)
-    return {"id": job.id, "created": created, "status": job.status}
+    sub = await run_in_threadpool(submit_job, uploads, targets=targets, scene=scene, seed=seed,
+                                  origin="api", callback_url=callback_url or None, settings=settings)
+    return {"id": sub.job.id, "created": sub.created, "status": sub.job.status}
 
 
 @router.post("/jobs/from-urls", status_code=202, response_model=JobCreated,
              summary="Create a job from image URLs (fetched safely: public addresses only)")
 def create_job_from_urls(body: JobFromUrls) -> dict:
-    from .. import work
     from ..fetch import fetch_image
-    from ..work import Upload
+    from ..jobs import Upload
+    from .dispatch import submit_job
 
     settings = get_settings()
     urls = [str(u) for u in body.image_urls]
@@ -74,10 +82,9 @@ def create_job_from_urls(body: JobFromUrls) -> dict:
         fetched = list(pool.map(lambda u: fetch_image(u, settings), urls))
     uploads = [Upload(url.rsplit("/", 1)[-1] or "image", f.data, title=body.title, category=body.category)
                for url, f in zip(urls, fetched)]
-    job, created = work.submit(uploads, targets=body.targets, scene=body.scene, seed=body.seed, origin="api",
-                               callback_url=str(body.callback_url) if body.callback_url else None,
-                               settings=settings)
-    return {"id": job.id, "created": created, "status": job.status}
+    sub = submit_job(uploads, targets=body.targets, scene=body.scene, seed=body.seed, origin="api",
+                     callback_url=str(body.callback_url) if body.callback_url else None, settings=settings)
+    return {"id": sub.job.id, "created": sub.created, "status": sub.job.status}
 
 
 @router.get("/jobs", response_model=list[JobSummary], summary="List jobs, newest first")
@@ -118,18 +125,18 @@ def reject(variant_id: str) -> dict:
 @router.post("/variants/{variant_id}/regenerate", status_code=202, response_model=VariantOut,
              summary="Render a finished variant again with a new seed or another scene")
 def regenerate(variant_id: str, body: Regenerate | None = None) -> dict:
-    from .. import work
+    from .dispatch import regenerate_variant
 
     body = body or Regenerate()
     with runtime.database().session() as s:
         if s.get(Variant, variant_id) is None:
             raise HTTPException(404, f"no variant {variant_id}")
-    variant, _ = work.regenerate(variant_id, seed=body.seed, scene=body.scene)
+    variant = regenerate_variant(variant_id, seed=body.seed, scene=body.scene)
     return _variant_out(variant.id)
 
 
 @router.get("/variants/{variant_id}/download", summary="The variant's file",
-            responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
+            responses={200: {"content": {ctype: {} for ctype in content_types.BY_EXTENSION.values()}}})
 def download(variant_id: str) -> Response:
     from .media import variant_download
 

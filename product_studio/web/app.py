@@ -160,8 +160,7 @@ class SecurityHeaders:
 
 
 def _warm() -> None:
-    from .. import work  # noqa: F401
-    from . import media  # noqa: F401
+    from . import dispatch, media  # noqa: F401
 
 
 def jsonable(errors: object) -> object:

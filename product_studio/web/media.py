@@ -12,16 +12,16 @@ from fastapi import HTTPException, UploadFile
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from .. import runtime
+from .. import content_types, runtime
 from ..config import Settings
+from ..content_keys import content_key
+from ..content_types import extension_for
 from ..errors import BadInput
+from ..jobs import Upload
 from ..models import Asset, Variant
 from ..pipeline.ingest import load_bytes
-from ..storage import content_key
-from ..work import Upload
 
 PREVIEW_SIDE = 480
-_EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 
 class TooLarge(BadInput):
@@ -54,7 +54,7 @@ def _text(value: str | None, limit: int = 500) -> str | None:
 
 
 def variant_filename(variant: Variant) -> str:
-    ext = _EXT.get(variant.content_type or "", "bin")
+    ext = extension_for(variant.content_type)
     return f"{variant.asset.name}-{variant.target}-{variant.scene or 'default'}-{variant.seed}.{ext}"
 
 
@@ -103,5 +103,5 @@ def preview(key: str) -> bytes:
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(np.clip(small, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
                             [cv2.IMWRITE_JPEG_QUALITY, 82])
-    blobs.put(thumb, data.tobytes(), "image/jpeg")
+    blobs.put(thumb, data.tobytes(), content_types.JPEG)
     return data.tobytes()

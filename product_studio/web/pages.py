@@ -103,7 +103,7 @@ def upload_form(request: Request, user: User) -> HTMLResponse:
 async def upload(request: Request, user: User, files: list[UploadFile], targets: Annotated[list[str], Form()] = [],  # noqa: B006
                  scene: Annotated[str, Form()] = "", title: Annotated[str, Form()] = "",
                  category: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "") -> Response:
-    from .. import work
+    from .dispatch import submit_job
     from .media import read_uploads
 
     check_csrf(request, csrf_token)
@@ -112,8 +112,8 @@ async def upload(request: Request, user: User, files: list[UploadFile], targets:
         if not targets:
             raise ProductStudioError("choose at least one target")
         uploads = await read_uploads(files, settings, title=title, category=category)
-        job, _ = await run_in_threadpool(work.submit, uploads, targets=targets, scene=scene or None,
-                                         origin="upload", settings=settings)
+        job = (await run_in_threadpool(submit_job, uploads, targets=targets, scene=scene or None,
+                                       origin="upload", settings=settings)).job
     except ProductStudioError as exc:
         status = exc.http_status if exc.http_status != 500 else 422
         return page(request, "upload.html", status, scenes=all_scenes(settings), error=str(exc),
@@ -176,11 +176,11 @@ def regenerate(request: Request, user: User, variant_id: str, scene: Annotated[s
     check_csrf(request, csrf_token)
     with runtime.database().session() as s:
         job_id = _job_of(s, variant_id)
-    from .. import work
+    from .dispatch import regenerate_variant
 
     if seed.strip() and not seed.strip().isdigit():
         raise HTTPException(422, "a seed is a whole number")
-    new, _ = work.regenerate(variant_id, seed=int(seed) if seed.strip() else None, scene=scene or None)
+    new = regenerate_variant(variant_id, seed=int(seed) if seed.strip() else None, scene=scene or None)
     return back(f"/jobs/{job_id}#v-{new.id}")
 
 
@@ -209,19 +209,18 @@ def download_approved(user: User, job_id: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="job-{job_id[:8]}-approved.zip"'})
 
 
-@router.get("/previews/variant/{variant_id}.jpg")
-def variant_preview(user: User, variant_id: str) -> Response:
-    with runtime.database().session() as s:
-        v = s.get(Variant, variant_id)
-        key = v.key if v else None
-    return _preview(key)
+# What each kind of preview shows: a variant's file, or a photo's source.
+_PREVIEWS = {"variant": (Variant, "key"), "source": (Asset, "source_key")}
 
 
-@router.get("/previews/source/{asset_id}.jpg")
-def source_preview(user: User, asset_id: str) -> Response:
+@router.get("/previews/{kind}/{item_id}.jpg")
+def item_preview(user: User, kind: str, item_id: str) -> Response:
+    if kind not in _PREVIEWS:
+        raise HTTPException(404, f"no preview kind {kind!r}")
+    model, column = _PREVIEWS[kind]
     with runtime.database().session() as s:
-        a = s.get(Asset, asset_id)
-        key = a.source_key if a else None
+        item = s.get(model, item_id)
+        key = getattr(item, column) if item else None
     return _preview(key)
 
 

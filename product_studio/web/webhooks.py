@@ -1,4 +1,6 @@
-"""Webhook receivers for store platforms (issue 6). Each checks its own signature; no session auth.
+"""Webhook receivers for store platforms (issue 6): one route, POST /webhooks/{platform}, for every
+platform in product_studio.webhooks.platforms.PLATFORMS (another name: 404). Each platform checks
+its own signature; no session auth.
 
     POST /webhooks/shopify       X-Shopify-Hmac-Sha256 (base64 HMAC-SHA256 of the raw body)
     POST /webhooks/woocommerce   X-WC-Webhook-Signature (same scheme); the unsigned creation ping
@@ -22,12 +24,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ..config import Settings, get_settings
-from ..deliveries import Incoming
 from ..errors import BadInput
 from ..models import DeliveryStatus
-from ..platforms import PLATFORMS, Platform, WooCommerce, generic_event, json_object
-from ..stores import stores
-from .recorder import recorder
+from ..webhooks.deliveries import Incoming
+from ..webhooks.platforms import (
+    PLATFORMS,
+    Platform,
+    WooCommerce,
+    generic_event,
+    json_object,
+)
+from ..webhooks.recorder import recorder
+from ..webhooks.stores import stores
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -93,6 +101,14 @@ def _generic_problem(delivery_id: str | None, body: bytes, settings: Settings) -
     return None if delivery_id else "the body has no id"
 
 
+def publish(delivery_ids: list[str]) -> None:
+    """The recorder's publish: one intake message per batch. Celery is imported at the first
+    delivery, not when the web process starts."""
+    from tasks.intake import enqueue_deliveries
+
+    enqueue_deliveries(delivery_ids)
+
+
 async def receive(platform: Platform, request: Request) -> JSONResponse:
     body = await _read_body(request)
     if body is None:
@@ -108,7 +124,7 @@ async def receive(platform: Platform, request: Request) -> JSONResponse:
             log.error("cannot judge a %s webhook: %s", platform.name, exc)
             return JSONResponse({"error": "the webhook configuration is broken; retry later"}, status_code=503)
     try:
-        recorded = await recorder(get_settings()).record(item)
+        recorded = await recorder(get_settings(), publish).record(item)
     except Exception:
         return JSONResponse({"error": "the delivery could not be recorded; retry later"}, status_code=503)
     if recorded.status == DeliveryStatus.REJECTED:
@@ -119,21 +135,10 @@ async def receive(platform: Platform, request: Request) -> JSONResponse:
     return JSONResponse(answer, status_code=code)
 
 
-@router.post("/shopify")
-async def shopify(request: Request) -> JSONResponse:
-    return await receive(PLATFORMS["shopify"], request)
-
-
-@router.post("/woocommerce")
-async def woocommerce(request: Request) -> JSONResponse:
-    return await receive(PLATFORMS["woocommerce"], request)
-
-
-@router.post("/bigcommerce")
-async def bigcommerce(request: Request) -> JSONResponse:
-    return await receive(PLATFORMS["bigcommerce"], request)
-
-
-@router.post("/generic")
-async def generic(request: Request) -> JSONResponse:
-    return await receive(PLATFORMS["generic"], request)
+@router.post("/{platform}")
+async def webhook(platform: str, request: Request) -> JSONResponse:
+    found = PLATFORMS.get(platform)
+    if found is None:
+        known = ", ".join(PLATFORMS)
+        return JSONResponse({"error": f"no webhook receiver for {platform[:80]!r} (only {known})"}, status_code=404)
+    return await receive(found, request)

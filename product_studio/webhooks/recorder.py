@@ -1,8 +1,9 @@
 """Group commit for webhook deliveries: the receivers' one durable write.
 
 A receiver hands its verdict to `Recorder.record` and awaits it. One writer thread takes every
-delivery waiting, records them in ONE transaction, publishes ONE Celery message naming the
-accepted ones, and only then answers each request. Under load the batches grow by themselves (no
+delivery waiting, records them in ONE transaction, publishes ONE message naming the accepted ones
+(through the `publish` function the door gives it: the core imports no Celery), and only then
+answers each request. Under load the batches grow by themselves (no
 timer, no added wait), so the per-request cost of the commit and the publish shrinks as traffic
 rises; alone, a request is its own batch.
 
@@ -16,22 +17,27 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import DataError, IntegrityError
 
 from .. import runtime
 from ..config import Settings
-from ..deliveries import Incoming, Recorded, record_deliveries
 from ..models import DeliveryStatus
+from .deliveries import Incoming, Recorded, record_deliveries
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 500  # rows per transaction; more wait for the next one
 
+Publish = Callable[[list[str]], None]
+"""Enqueues a batch of accepted delivery ids (one message); may raise when the broker is down."""
+
 
 class Recorder:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, publish: Publish):
         self._settings = settings
+        self._publish = publish
         self._waiting: queue.SimpleQueue[tuple[Incoming, asyncio.Future, asyncio.AbstractEventLoop]] = (
             queue.SimpleQueue())
         self._thread: threading.Thread | None = None
@@ -85,9 +91,7 @@ class Recorder:
         accepted = [r.id for r in recorded if r.status == DeliveryStatus.ACCEPTED]
         if accepted:
             try:
-                from tasks.intake import enqueue_deliveries  # the doors enqueue; the core imports no Celery
-
-                enqueue_deliveries(accepted)
+                self._publish(accepted)
             except Exception as exc:  # recorded all the same: the sweeper enqueues them later
                 log.warning("recorded %d deliveries but could not enqueue them (%s); the intake sweeper will",
                             len(accepted), exc)
@@ -104,14 +108,15 @@ def _settle(done: asyncio.Future, result: Any, error: BaseException | None) -> N
         done.set_result(result)
 
 
-_recorders: dict[int, tuple[Settings, Recorder]] = {}
+_recorders: dict[tuple[int, int], tuple[Settings, Publish, Recorder]] = {}
 _lock = threading.Lock()
 
 
-def recorder(settings: Settings) -> Recorder:
-    """One recorder (one writer thread) per process and settings."""
+def recorder(settings: Settings, publish: Publish) -> Recorder:
+    """One recorder (one writer thread) per process, settings and publish function."""
+    key = (id(settings), id(publish))
     with _lock:
-        hit = _recorders.get(id(settings))
-        if hit is None or hit[0] is not settings:
-            hit = _recorders[id(settings)] = (settings, Recorder(settings))
-        return hit[1]
+        hit = _recorders.get(key)
+        if hit is None or hit[0] is not settings or hit[1] is not publish:
+            hit = _recorders[key] = (settings, publish, Recorder(settings, publish))
+        return hit[2]

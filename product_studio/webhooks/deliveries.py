@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import insert, null, or_, select, update
 from sqlalchemy.orm import Session
 
-from .models import Delivery, DeliveryStatus, ProductState, new_id, utcnow
+from ..models import Delivery, DeliveryStatus, ProductState, new_id, utcnow
 
 FINAL = (DeliveryStatus.PROCESSED, DeliveryStatus.FAILED, DeliveryStatus.STALE, DeliveryStatus.DUPLICATE,
          DeliveryStatus.REJECTED, DeliveryStatus.IGNORED)

@@ -1,14 +1,16 @@
 """Webhook intake: one recorded delivery -> jobs for its product's new or changed images.
 
-Run by the Celery task in tasks/intake.py (which only decides retries), never by the receivers:
+Run by the Celery task in tasks/intake.py (which only decides retries, and gives the function that
+enqueues a job's steps: the core imports no Celery), never by the receivers:
 
 1. the body becomes a ProductEvent (BigCommerce's product is read from its API);
 2. the product is taken for this delivery unless an update as new or newer was taken already
    (then the delivery is STALE);
 3. images whose fingerprint (id, URL, version) was processed before are skipped; the others are
    fetched through the SSRF-safe fetcher, and bytes already processed under another URL skipped;
-4. one job per scene (work.submit, which validates every image before writing anything), then
-   the images are remembered and the delivery settled PROCESSED with its jobs.
+4. one job per scene (jobs.submit, which validates every image before writing anything; each
+   new job's steps are enqueued at once), then the images are remembered and the delivery
+   settled PROCESSED with its jobs.
 A refused URL or a broken image fails the whole delivery (FAILED, with the reason naming the URL),
 as an upload with one bad photo fails whole. Every step is idempotent: a retried or redelivered
 task finds the product already taken by itself and the jobs already there (same fingerprints).
@@ -17,32 +19,40 @@ task finds the product already taken by itself and the jobs already there (same 
 from __future__ import annotations
 
 import hashlib
-import re
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
-from . import runtime, work
-from .config import Settings, get_settings
+from .. import runtime
+from ..config import Settings, get_settings
+from ..errors import BadInput
+from ..fetch import fetch_image
+from ..jobs import Upload, submit
+from ..jobs.steps import Step
+from ..models import DeliveryStatus
+from ..naming import display_label
+from ..presets import get_target
 from .deliveries import (
     release_delivery as release,
+)
+from .deliveries import (
     remember_images,
     settle_delivery,
     stale_deliveries,
     start_delivery,
     take_product,
 )
-from .errors import BadInput
-from .fetch import fetch_image
-from .models import DeliveryStatus
 from .platforms import PLATFORMS, ImageRef, ProductEvent
-from .presets import get_target
 from .stores import Store, stores
 
+Enqueue = Callable[[list[Step]], None]
+"""Enqueues a new job's steps (tasks.pipeline.enqueue in the worker)."""
 
-def run_delivery(delivery_id: str, settings: Settings | None = None) -> str:
+
+def run_delivery(delivery_id: str, enqueue: Enqueue, settings: Settings | None = None) -> str:
     """Process one accepted delivery and return the status it settled with ("settled or taken"
-    when another run settled it or is on it). BadInput: it cannot succeed; TransientError: try
-    again later (after `release_delivery`)."""
+    when another run settled it or is on it); `enqueue` is given the steps of each job it creates.
+    BadInput: it cannot succeed; TransientError: try again later (after `release_delivery`)."""
     settings = settings or get_settings()
     db = runtime.database(settings)
     with db.session() as s:
@@ -78,12 +88,12 @@ def run_delivery(delivery_id: str, settings: Settings | None = None) -> str:
         processed[img.key] = sha
         if sha not in seen:  # the same bytes under a new URL are not new
             seen.add(sha)
-            uploads.append(work.Upload(_filename(img, fetched.final_url, i), fetched.data, event.title, event.category))
+            uploads.append(Upload(_filename(img, fetched.final_url, i), fetched.data, event.title, event.category))
     if not uploads:
         _remember(settings, platform_name, store.name, event, processed)
         return _settle(settings, delivery_id, DeliveryStatus.IGNORED, "the changed images have the same bytes as before")
 
-    job_ids = _submit(uploads, event, store, platform_name, settings)
+    job_ids = _submit(uploads, event, store, platform_name, settings, enqueue)
     with db.session() as s:
         if event.product_id is not None:
             remember_images(s, platform_name, store.name, event.product_id, processed)
@@ -122,16 +132,16 @@ def _remember(settings: Settings, platform: str, store: str, event: ProductEvent
 
 
 def _filename(img: ImageRef, final_url: str, index: int) -> str:
-    """The image's file name from its URL (the output folder's stem), e.g. "blue-shirt.jpg"."""
+    """The image's file name from its URL, e.g. "blue-shirt.jpg": shown as the photo's name; ingest
+    makes the output stem from it (naming.safe_stem) like any other door's file name."""
     name = PurePosixPath(urlsplit(final_url).path).name or PurePosixPath(urlsplit(img.url).path).name
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:100]
-    return name or f"image-{index + 1}"
+    return display_label(name, f"image-{index + 1}")
 
 
-def _submit(uploads: list[work.Upload], event: ProductEvent, store: Store, platform: str,
-            settings: Settings) -> list[str]:
-    """One job per scene. The first job makes every target; later scenes only re-make the scene
-    targets (a pure-white target looks the same in every scene)."""
+def _submit(uploads: list[Upload], event: ProductEvent, store: Store, platform: str,
+            settings: Settings, enqueue: Enqueue) -> list[str]:
+    """One job per scene, each enqueued as soon as it is recorded. The first job makes every target;
+    later scenes only re-make the scene targets (a pure-white target looks the same in every scene)."""
     targets = list(event.targets or store.targets)
     scenes: list[str | None] = list(event.scenes or store.scenes) or [None]
     callback = event.callback_url or store.callback_url
@@ -140,7 +150,9 @@ def _submit(uploads: list[work.Upload], event: ProductEvent, store: Store, platf
         wanted = targets if i == 0 else [t for t in targets if not get_target(t).pure_white]
         if not wanted:
             continue
-        job, _ = work.submit(uploads, targets=wanted, scene=scene, origin=f"webhook:{platform}",
-                             store_name=store.name, callback_url=callback, settings=settings)
-        job_ids.append(job.id)
+        submission = submit(uploads, targets=wanted, scene=scene, origin=f"webhook:{platform}",
+                            store_name=store.name, callback_url=callback, settings=settings)
+        if submission.steps:
+            enqueue(list(submission.steps))
+        job_ids.append(submission.job.id)
     return job_ids

@@ -27,10 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
-from .config import Settings, get_settings
-from .errors import BadInput
+from ..config import Settings, get_settings
+from ..errors import BadInput
 
 Platform = Literal["shopify", "woocommerce", "bigcommerce", "generic"]
 PLATFORMS: tuple[str, ...] = ("shopify", "woocommerce", "bigcommerce", "generic")
@@ -131,8 +138,8 @@ def load_stores_file(path: Path, settings: Settings) -> list[Store]:
 
 
 def _check(stores: list[Store], settings: Settings) -> None:
-    from .presets import get_target
-    from .scenes import get_scene
+    from ..presets import get_target
+    from ..scenes import get_scene
 
     seen = set()
     for store in stores:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from .errors import BadInput, TransientError
+from ..errors import BadInput, TransientError
 from .stores import Store
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")

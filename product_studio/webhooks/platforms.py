@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import callbacks
-from .errors import BadInput
+from .. import callbacks
+from ..errors import BadInput
 from .stores import Store
 
 
@@ -282,8 +282,8 @@ def _strings(doc: dict, name: str) -> tuple[str, ...]:
 
 def generic_event(doc: dict, settings: Any) -> ProductEvent:
     """Also run at the door, so a sender learns of a bad body (unknown target...) at once."""
-    from .presets import get_target
-    from .scenes import get_scene
+    from ..presets import get_target
+    from ..scenes import get_scene
 
     images = _strings(doc, "images")
     if not images:

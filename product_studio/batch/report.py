@@ -1,0 +1,169 @@
+"""What a batch tells: the BatchSummary, the reports written into OUT (manifest.csv, failures.csv,
+summary.json), the Reporter progress callbacks with the CLI's RichReporter, and the printed
+summary_table.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import TransientError
+from ..files import atomic_write_bytes
+from .outcomes import REPORTS, Failed, OutputFile, Rendered
+from .sources import Catalogue, Item
+
+MANIFEST_COLUMNS = ("source", "product", "image", "target", "path", "size", "bytes", "check", "seed", "sha256")
+FAILURE_COLUMNS = ("source", "product", "image", "kind", "target", "reason", "exit_code")
+INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
+
+
+class Reporter:
+    """Progress callbacks; the CLI draws a bar, tests and the bench need none."""
+
+    def start(self, total: int, done: int) -> None: ...
+
+    def advance(self, item: Item, outcome: Rendered | Failed) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class BatchSummary:
+    source: str
+    out: str
+    mode: str
+    items: int = 0  # images in the catalogue
+    products: int = 0
+    done: int = 0  # items finished, this run or before
+    resumed: int = 0  # ...of which an earlier run finished
+    processed: int = 0  # unique images rendered this run
+    deduped: int = 0  # items this run filled with copies of an identical image's files
+    failed: int = 0
+    check_failed: int = 0  # variants made but failing their target's rules
+    skipped: int = 0  # rows without an image, non-image files in a folder
+    products_done: int = 0  # products with every image finished, at least one of them this run
+    seconds: float = 0.0
+    products_per_minute: float = 0.0
+    interrupted: bool = False
+    error: str | None = None  # why the run stopped early (no Celery worker)
+    exit_code: int = 0
+    reports: dict[str, str] = field(default_factory=dict)
+
+
+def write_reports(out: Path, catalogue: Catalogue, records: dict[str, dict], key_of: Callable[[Item], str],
+                  valid: set[str], touched: set[str], summary: BatchSummary) -> None:
+    """manifest.csv, failures.csv and summary.json from the journal: every item of the catalogue
+    once, as it stands now (this run's results and the earlier runs' still valid ones)."""
+    s = summary
+    manifest, failures, codes = [], [], []
+    done_by_product: dict[str, int] = {}
+    for item in catalogue.items:
+        key = key_of(item)
+        record = records.get(key)
+        where = {"source": item.source, "product": item.product, "image": item.image}
+        if key in valid:
+            done_by_product[item.product] = done_by_product.get(item.product, 0) + 1
+            for f in map(lambda f: OutputFile(**f), record["files"]):
+                manifest.append(where | {"target": f.target, "path": f"{item.folder}/{f.name}",
+                                         "size": f"{f.width}x{f.height}", "bytes": f.bytes, "check": f.check,
+                                         "seed": "" if f.seed is None else f.seed, "sha256": record["sha256"]})
+                if f.check_failed:
+                    failures.append(where | {"kind": "check", "target": f.target, "reason": f.check,
+                                             "exit_code": 1})
+                    codes.append(1)
+        elif record and record["status"] == "failed":
+            failures.append(where | {"kind": record["stage"], "target": "", "reason": record["reason"],
+                                     "exit_code": record["exit_code"]})
+            codes.append(record["exit_code"])
+    s.done = sum(done_by_product.values())
+    s.failed = sum(1 for f in failures if f["kind"] != "check")
+    s.check_failed = sum(1 for f in failures if f["kind"] == "check")
+    images = {item.product: item.images for item in catalogue.items}
+    s.products_done = sum(1 for p in touched if done_by_product.get(p) == images[p])
+    s.products_per_minute = 60 * s.products_done / s.seconds if s.seconds > 0 else 0.0
+    s.exit_code = max([0, *codes, TransientError.exit_code if s.error else 0])
+    if s.interrupted:
+        s.exit_code = INTERRUPTED
+    s.reports = {name: str(out / name) for name in REPORTS}
+    atomic_write_bytes(out / "manifest.csv", _csv(MANIFEST_COLUMNS, manifest))
+    atomic_write_bytes(out / "failures.csv", _csv(FAILURE_COLUMNS, failures))
+    atomic_write_bytes(out / "summary.json", json.dumps(dataclasses.asdict(s), indent=2).encode() + b"\n")
+
+
+def _csv(columns: tuple[str, ...], rows: list[dict]) -> bytes:
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+class RichReporter(Reporter):
+    """A progress bar with ETA and the failure count; one line per failure above it."""
+
+    def __init__(self, console):
+        self.console = console
+        self.failed = 0
+
+    def start(self, total: int, done: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task("batch", total=total, completed=done, failed=0)
+        if done:
+            self.progress.console.print(f"resuming: {done} of {total} image(s) already done", highlight=False)
+
+    def advance(self, item: Item, outcome: Rendered | Failed) -> None:
+        from rich.markup import escape
+
+        if isinstance(outcome, Failed):
+            self.failed += 1
+            self.progress.console.print(f"[red]error:[/red] {escape(outcome.reason)}", highlight=False,
+                                        soft_wrap=True)
+        self.progress.update(self.task, advance=1, failed=self.failed)
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]{message}[/yellow]", highlight=False)
+
+    def stop(self) -> None:
+        if hasattr(self, "progress"):
+            self.progress.stop()
+
+
+def summary_table(s: BatchSummary):
+    """The printed summary: what was made, what failed, where the reports are."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"batch {s.source} -> {s.out} ({s.mode})"), show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    rows = [("images", s.items), ("products", s.products), ("done", f"{s.done} ({s.resumed} by an earlier run)"),
+            ("processed this run", s.processed), ("copied from identical images", s.deduped),
+            ("failed", f"[red]{s.failed}[/red]" if s.failed else 0),
+            ("variants failing their checks", f"[red]{s.check_failed}[/red]" if s.check_failed else 0),
+            ("rows / files skipped (no image)", s.skipped),
+            ("time", f"{s.seconds:.1f} s"), ("products per minute", f"{s.products_per_minute:.1f}")]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    for name, path in s.reports.items():
+        table.add_row(name, escape(path))
+    return table

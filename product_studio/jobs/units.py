@@ -1,0 +1,156 @@
+"""The task runner: the stage plan (pipeline/plan.py) run one unit at a time, outputs in the blob
+store and state in the database. Celery tasks (tasks/pipeline.py) call these with ids.
+
+Every unit is idempotent: outputs are content-addressed by the plan's keys, written atomically,
+and recorded by conditional updates, so a redelivered or duplicated task finds its work already
+there. Each returns the Steps to take next; it enqueues nothing itself.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .. import content_types, runtime
+from ..config import Settings, get_settings
+from ..db import (
+    claim_variant,
+    fail_asset,
+    fail_variant,
+    finish_variant,
+    maybe_finish_job,
+    update_stage,
+)
+from ..models import STAGE_FINAL, Asset, StageStatus
+from ..pipeline.check import check_bytes
+from ..pipeline.export import decode_png, encode, encode_png
+from ..pipeline.ingest import load_bytes
+from ..pipeline.layout import place
+from ..pipeline.plan import (
+    control_key,
+    cutout_key,
+    make_control,
+    make_cutout,
+    plan_photo,
+    render_variant,
+    variant_key,
+)
+from ..presets import Target, get_target
+from .steps import Step, callback
+
+
+def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
+    """Cut out an asset's source photo (or find it done) and store the RGBA PNG; next: its
+    control images."""
+    settings = settings or get_settings()
+    db, blobs = runtime.database(settings), runtime.store(settings)
+    with db.session() as s:
+        asset = s.get(Asset, asset_id)
+        if asset is None:  # a message from another deployment sharing the broker, or a deleted job
+            return []
+        if asset.cutout_status == StageStatus.DONE and asset.cutout_key and blobs.exists(asset.cutout_key):
+            return [Step("edges", asset_id)]
+        source_key, sha, name = asset.source_key, asset.sha256, asset.name
+        update_stage(s, asset_id, "cutout", StageStatus.RUNNING)
+    t0 = time.perf_counter()
+    key = cutout_key(sha, settings)
+    if not blobs.exists(key):
+        source = load_bytes(blobs.get(source_key), name, settings)
+        blobs.put(key, encode_png(make_cutout(source.rgb, source.alpha, settings)), content_types.PNG)
+    with db.session() as s:
+        update_stage(s, asset_id, "cutout", StageStatus.DONE, key=key, seconds=time.perf_counter() - t0)
+    return [Step("edges", asset_id)]
+
+
+def _stored_control(cut: str, target: Target, name: str, settings: Settings, cutout_png: bytes | None = None) -> str:
+    """The key of the control image for the cut-out `cut` on target's canvas with the configured
+    detector: found in the store, or made (from `cutout_png` when the caller has it) and stored."""
+    blobs = runtime.store(settings)
+    key = control_key(cut, target, settings.edge_detector)
+    if not blobs.exists(key):
+        cutout = decode_png(cutout_png if cutout_png is not None else blobs.get(cut))
+        blobs.put(key, encode_png(make_control(cutout, target, None, settings, name)), content_types.PNG)
+    return key
+
+
+def run_edges(asset_id: str, settings: Settings | None = None) -> list[Step]:
+    """Store the asset's control images, one per layout canvas its variants need (the plan's
+    control target's is recorded on the asset); next: its unsettled variants."""
+    settings = settings or get_settings()
+    db, blobs = runtime.database(settings), runtime.store(settings)
+    with db.session() as s:
+        asset = s.get(Asset, asset_id)
+        if asset is None:
+            return []
+        job = asset.job
+        cut, name = asset.cutout_key, asset.name
+        pending = [(v.id, v.target, v.scene) for v in asset.variants if v.status not in STAGE_FINAL]
+        plan = plan_photo(job.params["targets"], job.params.get("scene") or None, settings)
+        done = asset.edges_status == StageStatus.DONE and asset.control_key and blobs.exists(asset.control_key)
+    if not done:
+        t0 = time.perf_counter()
+        cutout_png = blobs.get(cut)
+        keys = {t.name: _stored_control(cut, t, name, settings, cutout_png) for t in plan.control_targets()}
+        with db.session() as s:
+            update_stage(s, asset_id, "edges", StageStatus.DONE, key=keys[plan.control_target.name],
+                         seconds=time.perf_counter() - t0)
+    steps = []
+    for vid, target_name, scene in pending:
+        target = get_target(target_name)
+        steps.append(Step("variant", vid, plan_photo([target], scene or None, settings).targets[0].generative))
+    return steps
+
+
+def run_variant(variant_id: str, settings: Settings | None = None) -> list[Step]:
+    """Render, export, check and store one variant; next: the job's completion callback, when
+    this variant finished the job (exactly one caller gets it)."""
+    settings = settings or get_settings()
+    db, blobs = runtime.database(settings), runtime.store(settings)
+    with db.session() as s:
+        variant = claim_variant(s, variant_id)
+        if variant is None:
+            return []  # already settled by an earlier delivery
+        asset = variant.asset
+        target_name, scene, seed = variant.target, variant.scene, variant.seed
+        cut, name, title, category = asset.cutout_key, asset.name, asset.title, asset.category
+    t0 = time.perf_counter()
+    target = get_target(target_name)
+    p = plan_photo([target], scene or None, settings).targets[0]
+    key = variant_key(cut, target, p.preset, seed)
+    ctype = content_types.for_extension(target.extension)
+    cutout = decode_png(blobs.get(cut))
+    if blobs.exists(key):  # a redelivery after the write but before the record
+        data = blobs.get(key)
+        placement = place(cutout, target, name)
+    else:
+        control = None
+        if p.generative:  # the control stage's image for this canvas (made here for a regenerate)
+            control = decode_png(blobs.get(_stored_control(cut, target, name, settings)))
+        rendered = render_variant(cutout, target, p.preset, seed, name=name, control=control, title=title,
+                                  category=category, settings=settings)
+        data = encode(rendered.pixels, target, ai_generated=rendered.ai_generated)
+        placement = rendered.placement
+        blobs.put(key, data, ctype)
+    report = check_bytes(data, target, f"{name}/{target.name}", placement.canvas_alpha)
+    with db.session() as s:
+        done = finish_variant(s, variant_id, key=key, content_type=ctype, bytes=len(data), width=target.width,
+                              height=target.height, check_ok=report.ok, check_summary=report.summary(),
+                              ai_generated=p.generative, seconds=time.perf_counter() - t0)
+        job = maybe_finish_job(s, done.asset.job_id) if done else None
+        return callback(job.id if job is not None else None)
+
+
+def fail(item_id: str, error: str, *, stage: str = "variant", settings: Settings | None = None) -> list[Step]:
+    """Record a failure for good (bad input, retries exhausted) of a variant, or of an asset's
+    "cutout" / "edges" stage (which fails its variants); next: the completion callback if that
+    finished the job."""
+    db = runtime.database(settings or get_settings())
+    with db.session() as s:
+        if stage == "variant":
+            v = fail_variant(s, item_id, error)
+            job_id = v.asset.job_id if v else None
+        else:
+            update_stage(s, item_id, stage, StageStatus.FAILED, error=error)
+            fail_asset(s, item_id, error)
+            job_id = s.get_one(Asset, item_id).job_id
+        job = maybe_finish_job(s, job_id) if job_id else None
+        return callback(job.id if job is not None else None)

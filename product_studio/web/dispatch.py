@@ -1,0 +1,30 @@
+"""The web door's way into the job service: record through product_studio.jobs, then hand the
+steps it returns to the task layer. Pages and API both come through here."""
+
+from __future__ import annotations
+
+from ..jobs import Submission, Upload, regenerate, submit
+from ..models import Variant
+
+
+def _enqueue(steps) -> None:
+    if steps:
+        from tasks.pipeline import (
+            enqueue,  # Celery is imported on first use, not at web start
+        )
+
+        enqueue(steps)
+
+
+def submit_job(uploads: list[Upload], **options) -> Submission:
+    """jobs.submit(uploads, **options), its steps enqueued (none when an existing job was found)."""
+    submission = submit(uploads, **options)
+    _enqueue(submission.steps)
+    return submission
+
+
+def regenerate_variant(variant_id: str, **options) -> Variant:
+    """jobs.regenerate(variant_id, **options), its step enqueued; the new (or existing) variant."""
+    variant, steps = regenerate(variant_id, **options)
+    _enqueue(steps)
+    return variant
