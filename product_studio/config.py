@@ -45,7 +45,10 @@ class Settings(BaseSettings):
 
     # Models
     model_dir: Path = Field(default_factory=_default_model_dir, description="where rembg models live (U2NET_HOME)")
-    cutout_model: str = Field("u2netp", description="rembg model name, e.g. u2netp, isnet-general-use, birefnet-general")
+    cutout_model: str = Field("u2netp+u2net", description="a rembg model (u2net, isnet-general-use...) or several "
+                              "joined by '+' whose probabilities are averaged")
+    cutout_review_below: float = Field(0.87, ge=0, le=1, description="cut-outs whose confidence is below this "
+                                       "are marked 'needs review'")
     edge_detector: str = Field("canny", description="controlnet-aux detector for the control image")
     annotators_repo: str = Field("lllyasviel/Annotators", description="hub id or local folder of detector weights")
     offline: bool = Field(True, description="never reach a model hub; missing weights fail at once")

@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (tests/test_db.py checks it is Alembic's head). Knowing it lets every start
 # check the schema with one query and load Alembic (~0.4 s of imports) only when there is work.
-HEAD = "0003"
+HEAD = "0004"
 _MIGRATION_LOCK = 0x50535F4D  # PostgreSQL advisory lock key ("PS_M") held while migrating
 
 
@@ -368,13 +368,14 @@ def finish_variant(
     height: int,
     check_ok: bool | None = None,
     check_summary: str | None = None,
+    check_warnings: str | None = None,
     ai_generated: bool = False,
     seconds: float | None = None,
 ) -> Variant | None:
     """Record a variant's output. None if it was already done or failed (nothing changed)."""
     return _settle(
         session, variant_id, status=StageStatus.DONE, key=key, content_type=content_type, bytes=bytes,
-        width=width, height=height, check_ok=check_ok, check_summary=check_summary,
+        width=width, height=height, check_ok=check_ok, check_summary=check_summary, check_warnings=check_warnings,
         ai_generated=ai_generated, seconds=seconds, error=None,
     )
 

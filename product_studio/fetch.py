@@ -331,7 +331,9 @@ def _read_capped(chunks: Iterator[bytes], max_bytes: int, deadline: float, shown
         if len(buf) > max_bytes:
             raise BadInput(f"{shown}: more than {max_bytes} bytes (the input limit)")
         if not sniffed and len(buf) >= 16:  # refuse an HTML page before downloading all of it
-            if media_type(bytes(buf[:16])) is None:
+            # ISO-BMFF (AVIF, HEIF) may name its image brand after the first 16 bytes: the whole
+            # file's sniff decides those.
+            if buf[4:8] != b"ftyp" and media_type(bytes(buf[:16])) is None:
                 raise BadInput(f"{shown}: the bytes are not a JPEG, PNG, WebP, GIF, TIFF, BMP or AVIF image")
             sniffed = True
         if time.monotonic() > deadline:

@@ -165,6 +165,8 @@ class Asset(Base):
     cutout_key: Mapped[str | None] = mapped_column(Text)
     edges_status: Mapped[str] = _status(StageStatus.PENDING)
     control_key: Mapped[str | None] = mapped_column(Text)
+    cutout_confidence: Mapped[float | None]  # 0-1, pipeline/confidence.py; None until cut out
+    review_reason: Mapped[str | None] = mapped_column(Text)  # set: the cut-out needs review, and why
     error: Mapped[str | None] = mapped_column(Text)
     # stage -> seconds; MutableDict so in-place edits are saved too.
     timings: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
@@ -197,6 +199,7 @@ class Variant(Base):
     height: Mapped[int | None]
     check_ok: Mapped[bool | None]
     check_summary: Mapped[str | None] = mapped_column(Text)
+    check_warnings: Mapped[str | None] = mapped_column(Text)  # e.g. an enlargement; not failures
     ai_generated: Mapped[bool] = mapped_column(default=False)
     approved: Mapped[bool | None]  # None: not reviewed yet
     error: Mapped[str | None] = mapped_column(Text)

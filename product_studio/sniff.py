@@ -106,7 +106,8 @@ def _describe_text(head: bytes) -> str | None:
 
 def media_type(head: bytes) -> str | None:
     """The media type (e.g. "image/jpeg") of a supported raster format the first bytes announce,
-    or None for anything sniff() refuses. Needs only the first 16 bytes for every format."""
+    or None for anything sniff() refuses. The first 16 bytes decide every format but ISO-BMFF
+    (AVIF), whose image brand may be listed further on: give those their first 256 bytes."""
     try:
         return MEDIA_TYPES[sniff(head)]
     except BadInput:

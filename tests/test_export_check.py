@@ -1,6 +1,7 @@
 """Export encodes within limits; check names each rule that fails."""
 
 import io
+import re
 
 import cv2
 import numpy as np
@@ -115,3 +116,99 @@ def test_known_alpha_judges_exactly_the_pixels_outside_the_product():
     shadowed[1950:1960, 100:1900] = 240  # a faint shadow far from the product
     report = check_bytes(encode(shadowed, target), target, product_alpha=p.canvas_alpha)
     assert [r.name for r in report.failures] == ["white background"]
+
+
+def test_warnings_never_change_the_verdict():
+    target = TARGETS["amazon-main"]
+    report = check_bytes(encode(white_variant(target), target), target)
+    assert report.warnings == [] and report.warnings_line() is None
+    report.warn("one")
+    report.warn("two")
+    assert report.ok and report.summary() == "pass" and report.warnings_line() == "one; two"
+
+
+def test_enlargement_warns_past_one_and_a_half_and_amazon_forbids_a_photo_without_the_detail():
+    amazon, ebay = TARGETS["amazon-main"], TARGETS["ebay"]
+    data = encode(white_variant(amazon), amazon)
+    plain = check_bytes(data, amazon)  # a file alone cannot say how it was made
+    assert "source resolution" not in {r.name for r in plain.rules} and plain.warnings == []
+
+    mild = check_bytes(data, amazon, enlargement=1.4)
+    assert mild.ok and mild.warnings == [], mild.warnings  # 1429 px of real detail
+    shrunk = check_bytes(data, amazon, enlargement=0.5)
+    assert shrunk.ok and shrunk.warnings == []
+
+    enlarged = check_bytes(data, amazon, enlargement=3.1)  # 645 px: over Amazon's 500, a warning only
+    assert enlarged.ok and enlarged.warnings == [
+        "enlarged 3.1x: the source is too small for a sharp 2000 px image (it has the detail of a 645 px one)"]
+    blown = check_bytes(data, amazon, enlargement=4.5)
+    assert [r.name for r in blown.failures] == ["source resolution"]
+    assert "444 px, needs >= 500" in blown.summary() and blown.warnings_line().startswith("enlarged 4.5x")
+
+    data = encode(white_variant(ebay), ebay)
+    report = check_bytes(data, ebay, enlargement=44.0)
+    assert report.summary() == "pass" and report.warnings_line().startswith("enlarged 44.0x")
+
+
+def card_cutout():
+    """A pure-white card printed with thin red lines, already cut out."""
+    card = np.full((300, 300, 4), 255, np.uint8)
+    for y in range(10, 290, 20):
+        card[y:y + 2, 10:290, :3] = (255, 0, 0)
+    return card
+
+
+def test_white_on_white_fill_is_not_judged_from_pixels_and_says_so():
+    """The lines span 280 of the card's 300 px: from pixels alone the product looks like 84% of the
+    frame. Pixels cannot say where a white card on white ends, so check does not judge fill
+    (rather than failing a file the pipeline passed), and says why."""
+    target = TARGETS["amazon-main"]
+    p = place(card_cutout(), target)
+    data = encode(composite(np.full((2000, 2000, 3), 255, np.uint8), p), target)
+
+    own = check_bytes(data, target, product_alpha=p.canvas_alpha)
+    assert own.ok, own.summary()
+    assert own.fill == pytest.approx(0.9, abs=0.002)
+    assert any("pixels alone" in w and "fill not judged" in w for w in own.warnings), own.warnings
+
+    alone = check_bytes(data, target)
+    assert alone.ok and alone.fill is None and "fill" not in {r.name for r in alone.rules}
+    (warning,) = alone.warnings
+    assert warning.startswith("fill not judged") and "white on white" in warning and re.search(r"spans 84\.\d% of the frame", warning)
+
+
+def test_products_that_pixels_can_measure_are_still_judged_on_fill():
+    target = TARGETS["amazon-main"]
+    pair = np.zeros((100, 260, 4), np.uint8)  # two solid parts: measurable, too small
+    pair[:, :100] = pair[:, 160:] = (40, 80, 120, 255)
+    p = place(pair, target.model_copy(update={"fill": 0.6}))
+    data = encode(composite(np.full((2000, 2000, 3), 255, np.uint8), p), target)
+    for report in (check_bytes(data, target), check_bytes(data, target, product_alpha=p.canvas_alpha)):
+        assert [r.name for r in report.failures] == ["fill"] and report.warnings == [], report.warnings
+
+
+def test_layout_and_check_measure_a_soft_edged_product_alike():
+    """Layout scales the half-opaque product to `fill`; check measures fill on the same pixels.
+    A blurred rim measured at a lower alpha used to leave it at 84.9% (< 85%)."""
+    from tests.test_layout_composite import soft_cutout
+
+    for name in ("amazon-main", "walmart-main", "google-shopping", "ebay", "shopify-square"):
+        target = TARGETS[name]
+        p = place(soft_cutout(), target)
+        data = encode(composite(np.full((target.height, target.width, 3), 255, np.uint8), p), target)
+        own = check_bytes(data, target, product_alpha=p.canvas_alpha)
+        assert own.ok and own.fill == pytest.approx(target.fill, abs=3 / target.width), (name, own.summary())
+        alone = check_bytes(data, target)
+        assert alone.ok and alone.fill >= own.fill, (name, alone.summary())
+
+
+def test_a_band_of_leftover_grey_backdrop_fails_the_pixel_check():
+    """Off-white reaching out from a product counts as its soft edge only when it fades: a flat
+    grey band around the product (a backdrop the cut-out left) is background, and fails."""
+    img = np.full((2000, 2000, 3), 255, np.uint8)
+    img[600:1400, 600:1400] = 240
+    img[660:1340, 660:1340] = (30, 60, 200)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=95)
+    report = check_bytes(buf.getvalue(), TARGETS["amazon-main"])
+    assert not report.ok and "white background" in report.summary() and "240,240,240" in report.summary()

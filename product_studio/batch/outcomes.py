@@ -23,6 +23,9 @@ class OutputFile:
     bytes: int
     check: str = ""  # "pass" or the failing rules; "" for cutout and control
     seed: int | None = None
+    warnings: str = ""  # what the check noticed without failing (an enlargement)
+    confidence: float | None = None  # the cut-out's (on the "cutout" file only)
+    review: str = ""  # why the cut-out needs review, "" when it does not (on the "cutout" file only)
 
     @property
     def check_failed(self) -> bool:

@@ -18,7 +18,8 @@ from ..files import atomic_write_bytes
 from .outcomes import REPORTS, Failed, OutputFile, Rendered
 from .sources import Catalogue, Item
 
-MANIFEST_COLUMNS = ("source", "product", "image", "target", "path", "size", "bytes", "check", "seed", "sha256")
+MANIFEST_COLUMNS = ("source", "product", "image", "target", "path", "size", "bytes", "check", "warnings", "confidence",
+                    "needs_review", "seed", "sha256")
 FAILURE_COLUMNS = ("source", "product", "image", "kind", "target", "reason", "exit_code")
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
 
@@ -48,6 +49,7 @@ class BatchSummary:
     deduped: int = 0  # items this run filled with copies of an identical image's files
     failed: int = 0
     check_failed: int = 0  # variants made but failing their target's rules
+    needs_review: int = 0  # items whose cut-out's confidence is below the review threshold
     skipped: int = 0  # rows without an image, non-image files in a folder
     products_done: int = 0  # products with every image finished, at least one of them this run
     seconds: float = 0.0
@@ -71,10 +73,17 @@ def write_reports(out: Path, catalogue: Catalogue, records: dict[str, dict], key
         where = {"source": item.source, "product": item.product, "image": item.image}
         if key in valid:
             done_by_product[item.product] = done_by_product.get(item.product, 0) + 1
-            for f in map(lambda f: OutputFile(**f), record["files"]):
-                manifest.append(where | {"target": f.target, "path": f"{item.folder}/{f.name}",
-                                         "size": f"{f.width}x{f.height}", "bytes": f.bytes, "check": f.check,
-                                         "seed": "" if f.seed is None else f.seed, "sha256": record["sha256"]})
+            files = [OutputFile(**f) for f in record["files"]]
+            cut = next((f for f in files if f.target == "cutout"), None)
+            review = cut.review if cut else ""
+            s.needs_review += bool(review)
+            photo = {"confidence": "" if cut is None or cut.confidence is None else f"{cut.confidence:.3f}",
+                     "needs_review": review}
+            for f in files:
+                manifest.append(where | photo | {"target": f.target, "path": f"{item.folder}/{f.name}",
+                                                 "size": f"{f.width}x{f.height}", "bytes": f.bytes, "check": f.check,
+                                                 "warnings": f.warnings, "seed": "" if f.seed is None else f.seed,
+                                                 "sha256": record["sha256"]})
                 if f.check_failed:
                     failures.append(where | {"kind": "check", "target": f.target, "reason": f.check,
                                              "exit_code": 1})
@@ -160,6 +169,7 @@ def summary_table(s: BatchSummary):
             ("processed this run", s.processed), ("copied from identical images", s.deduped),
             ("failed", f"[red]{s.failed}[/red]" if s.failed else 0),
             ("variants failing their checks", f"[red]{s.check_failed}[/red]" if s.check_failed else 0),
+            ("photos whose cut-out needs review", f"[yellow]{s.needs_review}[/yellow]" if s.needs_review else 0),
             ("rows / files skipped (no image)", s.skipped),
             ("time", f"{s.seconds:.1f} s"), ("products per minute", f"{s.products_per_minute:.1f}")]
     for name, value in rows:

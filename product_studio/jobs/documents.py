@@ -11,7 +11,7 @@ def variant_document(v: Variant, settings: Settings) -> dict:
     """One variant, with a signed download link that expires after settings.download_url_expires s."""
     return {
         "id": v.id, "target": v.target, "scene": v.scene, "seed": v.seed, "status": v.status,
-        "check": v.check_summary, "ai_generated": v.ai_generated, "approved": v.approved, "error": v.error,
+        "check": v.check_summary, "warnings": v.check_warnings, "ai_generated": v.ai_generated, "approved": v.approved, "error": v.error,
         "url": runtime.store(settings).url(v.key, settings.download_url_expires) if v.key else None,
     }
 
@@ -21,6 +21,7 @@ def job_document(job: Job, settings: Settings) -> dict:
     return {
         "id": job.id, "status": job.status, "store": job.store, "error": job.error,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "assets": [{"id": a.id, "name": a.name, "sha256": a.sha256,
+        "assets": [{"id": a.id, "name": a.name, "sha256": a.sha256, "confidence": a.cutout_confidence,
+                    "needs_review": None if a.cutout_confidence is None else a.review_reason is not None, "review_reason": a.review_reason,
                     "variants": [variant_document(v, settings) for v in a.variants]} for a in job.assets],
     }

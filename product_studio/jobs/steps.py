@@ -6,8 +6,9 @@ from typing import NamedTuple
 
 
 class Step(NamedTuple):
-    """One unit of work to run: `stage` is "cutout", "control", "variant" or "callback", `id` the
-    asset, variant or job it is for; `gpu` when it must run on a GPU worker (a generative variant)."""
+    """One unit of work to run: `stage` is "cutout", "edges" (the control images), "variant" or
+    "callback", `id` the asset, variant or job it is for; `gpu` when it must run on a GPU worker
+    (a generative variant)."""
 
     stage: str
     id: str

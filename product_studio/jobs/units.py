@@ -8,6 +8,7 @@ there. Each returns the Steps to take next; it enqueues nothing itself.
 
 from __future__ import annotations
 
+import json
 import time
 
 from .. import content_types, runtime
@@ -22,15 +23,18 @@ from ..db import (
 )
 from ..models import STAGE_FINAL, Asset, StageStatus
 from ..pipeline.check import check_bytes
+from ..pipeline.confidence import CutoutQuality
 from ..pipeline.export import decode_png, encode, encode_png
 from ..pipeline.ingest import load_bytes
 from ..pipeline.layout import place
 from ..pipeline.plan import (
     control_key,
     cutout_key,
+    generator_inputs,
     make_control,
     make_cutout,
     plan_photo,
+    quality_key,
     render_variant,
     variant_key,
 )
@@ -39,8 +43,9 @@ from .steps import Step, callback
 
 
 def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
-    """Cut out an asset's source photo (or find it done) and store the RGBA PNG; next: its
-    control images."""
+    """Cut out an asset's source photo (or find it done): store the RGBA PNG and its quality
+    document, and record the confidence and, below settings.cutout_review_below, why it needs
+    review. Next: its control images."""
     settings = settings or get_settings()
     db, blobs = runtime.database(settings), runtime.store(settings)
     with db.session() as s:
@@ -53,11 +58,19 @@ def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
         update_stage(s, asset_id, "cutout", StageStatus.RUNNING)
     t0 = time.perf_counter()
     key = cutout_key(sha, settings)
-    if not blobs.exists(key):
+    qkey = quality_key(key)
+    if blobs.exists(key) and blobs.exists(qkey):
+        quality = CutoutQuality.from_dict(json.loads(blobs.get(qkey)))
+    else:
         source = load_bytes(blobs.get(source_key), name, settings)
-        blobs.put(key, encode_png(make_cutout(source.rgb, source.alpha, settings)), content_types.PNG)
+        cut = make_cutout(source.rgb, source.alpha, settings)
+        quality = cut.quality
+        blobs.put(qkey, json.dumps(quality.as_dict()).encode(), "application/json")
+        blobs.put(key, encode_png(cut.rgba), content_types.PNG)  # last: its presence means both are stored
     with db.session() as s:
-        update_stage(s, asset_id, "cutout", StageStatus.DONE, key=key, seconds=time.perf_counter() - t0)
+        asset = update_stage(s, asset_id, "cutout", StageStatus.DONE, key=key, seconds=time.perf_counter() - t0)
+        asset.cutout_confidence = quality.score
+        asset.review_reason = quality.review_reason(settings.cutout_review_below)
     return [Step("edges", asset_id)]
 
 
@@ -115,7 +128,7 @@ def run_variant(variant_id: str, settings: Settings | None = None) -> list[Step]
     t0 = time.perf_counter()
     target = get_target(target_name)
     p = plan_photo([target], scene or None, settings).targets[0]
-    key = variant_key(cut, target, p.preset, seed)
+    key = variant_key(cut, target, p.preset, seed, generator_inputs(target, p.preset, title, category, settings))
     ctype = content_types.for_extension(target.extension)
     cutout = decode_png(blobs.get(cut))
     if blobs.exists(key):  # a redelivery after the write but before the record
@@ -130,11 +143,12 @@ def run_variant(variant_id: str, settings: Settings | None = None) -> list[Step]
         data = encode(rendered.pixels, target, ai_generated=rendered.ai_generated)
         placement = rendered.placement
         blobs.put(key, data, ctype)
-    report = check_bytes(data, target, f"{name}/{target.name}", placement.canvas_alpha)
+    report = check_bytes(data, target, f"{name}/{target.name}", placement.canvas_alpha, placement.scale)
     with db.session() as s:
         done = finish_variant(s, variant_id, key=key, content_type=ctype, bytes=len(data), width=target.width,
                               height=target.height, check_ok=report.ok, check_summary=report.summary(),
-                              ai_generated=p.generative, seconds=time.perf_counter() - t0)
+                              check_warnings=report.warnings_line(), ai_generated=p.generative,
+                              seconds=time.perf_counter() - t0)
         job = maybe_finish_job(s, done.asset.job_id) if done else None
         return callback(job.id if job is not None else None)
 

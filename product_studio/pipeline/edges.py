@@ -1,8 +1,11 @@
 """ControlNet control images from the product alone, in canvas coordinates.
 
-Detectors come from controlnet-aux, by name. Canny and lineart_standard need no weights; the
-others load from the Hugging Face hub (or a local folder) and fail with a clear message when
-the weights cannot be had.
+Detectors are named as in controlnet-aux. The two without weights, `canny` and
+`lineart_standard`, are plain OpenCV and run here, line for line as controlnet-aux 0.0.10
+computes them (same output for the same input and options), because importing controlnet-aux
+imports torch and every detector: seconds that a one-photo `process` should not pay. The others
+come from controlnet-aux, loaded from the Hugging Face hub (or a local folder), and fail with a
+clear message when the weights cannot be had.
 """
 
 from __future__ import annotations
@@ -19,17 +22,107 @@ from ..config import Settings, get_settings
 from ..errors import ModelUnavailable, UnknownName
 from .layout import Placement
 
+# --- the weightless detectors, without controlnet-aux (or torch) ---------------------------------
+
+
+def hwc3(x: np.ndarray) -> np.ndarray:
+    """controlnet_aux.util.HWC3: HxW, HxWx1 or HxWx4 (over white) uint8 as HxWx3."""
+    assert x.dtype == np.uint8
+    if x.ndim == 2:
+        x = x[:, :, None]
+    assert x.ndim == 3
+    C = x.shape[2]
+    assert C == 1 or C == 3 or C == 4
+    if C == 3:
+        return x
+    if C == 1:
+        return np.concatenate([x, x, x], axis=2)
+    color = x[:, :, 0:3].astype(np.float32)
+    alpha = x[:, :, 3:4].astype(np.float32) / 255.0
+    y = color * alpha + 255.0 * (1.0 - alpha)
+    return y.clip(0, 255).astype(np.uint8)
+
+
+def resize_image(input_image: np.ndarray, resolution: int) -> np.ndarray:
+    """controlnet_aux.util.resize_image: short side to `resolution`, both sides rounded to 64."""
+    H, W = input_image.shape[:2]
+    H = float(H)
+    W = float(W)
+    k = float(resolution) / min(H, W)
+    H *= k
+    W *= k
+    H = int(np.round(H / 64.0)) * 64
+    W = int(np.round(W / 64.0)) * 64
+    return cv2.resize(input_image, (W, H), interpolation=cv2.INTER_LANCZOS4 if k > 1 else cv2.INTER_AREA)
+
+
+def _pil(x: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(x)
+
+
+class CannyDetector:
+    """controlnet_aux.canny.CannyDetector (0.0.10), the same arguments and output."""
+
+    def __call__(self, input_image=None, low_threshold=100, high_threshold=200, detect_resolution=512,
+                 image_resolution=512, output_type=None, **kwargs):
+        if "img" in kwargs:
+            warnings.warn("img is deprecated, please use `input_image=...` instead.", DeprecationWarning)
+            input_image = kwargs.pop("img")
+        if input_image is None:
+            raise ValueError("input_image must be defined.")
+        if not isinstance(input_image, np.ndarray):
+            input_image = np.array(input_image, dtype=np.uint8)
+            output_type = output_type or "pil"
+        else:
+            output_type = output_type or "np"
+
+        input_image = hwc3(input_image)
+        input_image = resize_image(input_image, detect_resolution)
+        detected_map = hwc3(cv2.Canny(input_image, low_threshold, high_threshold))
+        H, W, _ = resize_image(input_image, image_resolution).shape
+        detected_map = cv2.resize(detected_map, (W, H), interpolation=cv2.INTER_LINEAR)
+        return _pil(detected_map) if output_type == "pil" else detected_map
+
+
+class LineartStandardDetector:
+    """controlnet_aux.lineart_standard.LineartStandardDetector (0.0.10), the same arguments and output."""
+
+    def __call__(self, input_image=None, guassian_sigma=6.0, intensity_threshold=8, detect_resolution=512,
+                 output_type="pil"):
+        if not isinstance(input_image, np.ndarray):
+            input_image = np.array(input_image, dtype=np.uint8)
+        else:
+            output_type = output_type or "np"
+        original_height, original_width, _ = input_image.shape
+
+        input_image = hwc3(input_image)
+        input_image = resize_image(input_image, detect_resolution)
+        x = input_image.astype(np.float32)
+        g = cv2.GaussianBlur(x, (0, 0), guassian_sigma)
+        intensity = np.min(g - x, axis=2).clip(0, 255)
+        intensity /= max(16, np.median(intensity[intensity > intensity_threshold]))
+        intensity *= 127
+        detected_map = hwc3(intensity.clip(0, 255).astype(np.uint8))
+        detected_map = cv2.resize(detected_map, (original_width, original_height), interpolation=cv2.INTER_CUBIC)
+        return _pil(detected_map) if output_type == "pil" else detected_map
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Detector:
     cls: str  # class name in controlnet_aux
     weights: bool  # loaded with from_pretrained(settings.annotators_repo)
     options: tuple[tuple[str, object], ...] = ()
+    local: type | None = None  # this module's copy of a weightless class: controlnet-aux is not imported
 
 
 DETECTORS: dict[str, Detector] = {
-    "canny": Detector("CannyDetector", False, (("low_threshold", 100), ("high_threshold", 200))),
-    "lineart_standard": Detector("LineartStandardDetector", False),
+    "canny": Detector("CannyDetector", False, (("low_threshold", 100), ("high_threshold", 200)), CannyDetector),
+    "lineart_standard": Detector("LineartStandardDetector", False, local=LineartStandardDetector),
     "hed": Detector("HEDdetector", True),
     "pidi": Detector("PidiNetDetector", True),
     "lineart": Detector("LineartDetector", True),
@@ -41,6 +134,8 @@ DETECTORS: dict[str, Detector] = {
 
 def _build(name: str, settings: Settings):
     spec = DETECTORS[name]
+    if spec.local is not None:
+        return spec.local()
     settings.apply_environment()
     with warnings.catch_warnings():  # its timm registrations warn on every import
         warnings.simplefilter("ignore")

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.registry import scene_backend
+from ..backends.registry import ENSEMBLE_SEPARATOR, cutout_members, scene_backend
 from ..config import Settings, get_settings
 from ..content_keys import content_key
 from ..presets import Target, get_target
 from ..scenes import ScenePreset, get_scene
 from .composite import composite
-from .cutout import cut_out
+from .cutout import Cutout, cut_out_scored
 from .edges import control_image
 from .layout import Placement, place
 from .scene import render_background, shadow_style
@@ -136,15 +136,17 @@ def plan_photo(targets: Iterable[str | Target], scene: str | None = None,
 
 # --- the stages' functions ----------------------------------------------------------------------
 
-def make_cutout(rgb: np.ndarray, alpha: np.ndarray | None, settings: Settings) -> np.ndarray:
-    """(H, W, 4) uint8 RGBA cut-out at source resolution from (H, W, 3) uint8 RGB (+ (H, W) alpha)."""
-    return cut_out(rgb, alpha, settings=settings)
+def make_cutout(rgb: np.ndarray, alpha: np.ndarray | None, settings: Settings) -> Cutout:
+    """The (H, W, 4) uint8 RGBA cut-out at source resolution from (H, W, 3) uint8 RGB (+ (H, W)
+    alpha), with its confidence (pipeline/confidence.py)."""
+    return cut_out_scored(rgb, alpha, settings=settings)
 
 
 def make_control(cutout: np.ndarray, target: Target, detector: str | None, settings: Settings,
-                 name: str = "image") -> np.ndarray:
-    """The (H, W, 3) uint8 ControlNet control image of the product placed on target's canvas."""
-    return control_image(place(cutout, target, name), detector, settings)
+                 name: str = "image", placement: Placement | None = None) -> np.ndarray:
+    """The (H, W, 3) uint8 ControlNet control image of the product placed on target's canvas
+    (`placement`, when the caller already placed it there)."""
+    return control_image(placement or place(cutout, target, name), detector, settings)
 
 
 @dataclass
@@ -158,15 +160,18 @@ class Variant:
 
 def render_variant(cutout: np.ndarray, target: Target, preset: ScenePreset, seed: int, *, name: str = "image",
                    control: np.ndarray | None = None, title: str | None = None, category: str | None = None,
-                   settings: Settings | None = None, timer: StageTimer | None = None) -> Variant:
+                   settings: Settings | None = None, timer: StageTimer | None = None,
+                   placement: Placement | None = None) -> Variant:
     """Composite one variant on the target's canvas: the real product over its scene.
 
     A generative variant uses `control` (from the control stage, for this target's canvas and
-    the configured detector) or makes it when not given."""
+    the configured detector) or makes it when not given. `placement`: the cut-out already placed
+    on this target's layout canvas (layout_canvas), when the caller has it."""
     timer = timer or StageTimer()
     settings = settings or get_settings()
-    with timer("layout"):
-        placement = place(cutout, target, name)
+    if placement is None:
+        with timer("layout"):
+            placement = place(cutout, target, name)
     generative = is_generative(target, preset)
     if generative and control is None:
         with timer("edges"):
@@ -182,25 +187,46 @@ def render_variant(cutout: np.ndarray, target: Target, preset: ScenePreset, seed
 # --- the stages ---------------------------------------------------------------------------------
 
 def cutout_inputs(source_sha256: str, settings: Settings) -> dict:
-    """The cut-out key's inputs: the source's bytes (by hash) and the settings that change it."""
+    """The cut-out key's inputs: the source's bytes (by hash) and the settings that change it
+    (the models by their registry names, so "u2netp + u2net" and "u2netp+u2net" are one)."""
+    models = ENSEMBLE_SEPARATOR.join(m.name for m in cutout_members(settings.cutout_model))
     return {"source_sha256": source_sha256,
-            "params": {"model": settings.cutout_model, "refine": settings.cutout_refine,
-                       "flip": settings.cutout_flip_tta}}
+            "params": {"model": models, "refine": settings.cutout_refine, "flip": settings.cutout_flip_tta,
+                       "decontaminate": settings.cutout_decontaminate}}
 
 
-CUTOUT = Stage("cutout", "cutouts", "cutout-1", ("source_sha256", "params"), make_cutout)
-CONTROL = Stage("control", "controls", "render-1", ("cutout_key", "canvas", "detector"), make_control)
-VARIANT = Stage("variant", "variants", "render-1", ("cutout_key", "target", "scene", "seed"), render_variant)
+def generator_inputs(target: Target, preset: ScenePreset, title: str | None, category: str | None,
+                     settings: Settings) -> dict:
+    """What a generative variant depends on besides its cut-out, target, scene and seed: the prompt's
+    product words, the control image's detector and every diffusion setting. {} for the others."""
+    if not is_generative(target, preset):
+        return {}
+    diffusion = {k: str(v) for k, v in settings.model_dump().items() if k.startswith("diffusion_")}
+    return {"title": title or "", "category": category or "", "detector": settings.edge_detector,
+            "device": settings.device, **diffusion}
+
+
+CUTOUT = Stage("cutout", "cutouts", "cutout-2", ("source_sha256", "params"), make_cutout)
+CONTROL = Stage("control", "controls", "render-2", ("cutout_key", "canvas", "detector"), make_control)
+VARIANT = Stage("variant", "variants", "render-2", ("cutout_key", "target", "scene", "seed", "generator"),
+                render_variant)
 
 
 def cutout_key(source_sha256: str, settings: Settings) -> str:
+    """The cut-out's PNG key; its quality document (JSON) is stored beside it, see quality_key."""
     return CUTOUT.key("png", **cutout_inputs(source_sha256, settings))
+
+
+def quality_key(cutout_key: str) -> str:
+    """Where the cut-out's quality (CutoutQuality.as_dict(), JSON) is stored: the same hash, .json."""
+    return cutout_key.removesuffix(".png") + ".json"
 
 
 def control_key(cutout_key: str, target: Target, detector: str) -> str:
     return CONTROL.key("png", cutout_key=cutout_key, canvas=layout_canvas(target), detector=detector)
 
 
-def variant_key(cutout_key: str, target: Target, preset: ScenePreset, seed: int) -> str:
+def variant_key(cutout_key: str, target: Target, preset: ScenePreset, seed: int, generator: dict) -> str:
+    """`generator`: generator_inputs(...) for this variant."""
     return VARIANT.key(target.extension, cutout_key=cutout_key, target=target.model_dump_json(),
-                       scene=preset.model_dump_json(), seed=str(seed))
+                       scene=preset.model_dump_json(), seed=str(seed), generator=generator)

@@ -9,12 +9,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..config import Settings, get_settings
 from ..files import atomic_write_bytes, staged_folder
 from ..presets import Target
 from .check import CheckReport, check_bytes
+from .confidence import CutoutQuality
 from .export import encode, encode_png
 from .ingest import Source
+from .layout import Placement, place
 from .plan import (
     StageTimer,
     layout_canvas,
@@ -45,6 +49,8 @@ class PhotoResult:
     folder: Path
     variants: list[VariantFile] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    quality: CutoutQuality | None = None  # how far to trust the cut-out
+    review_reason: str | None = None  # set when the cut-out needs review (settings.cutout_review_below)
 
 
 def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene: str | None = None,
@@ -62,18 +68,28 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
     result = PhotoResult(source.name, folder)
     plan = plan_photo(targets, scene, settings)  # unknown names fail before any work
     detector = detector or settings.edge_detector
-    controls: dict[tuple[str, str], object] = {}  # (canvas, detector) -> control image, made once
+    placements: dict[str, Placement] = {}  # layout canvas -> the cut-out placed there, once
+    controls: dict[tuple[str, str], np.ndarray] = {}  # (canvas, detector) -> control image, made once
 
-    def control_for(target: Target, which: str):
+    def placement_for(target: Target) -> Placement:
+        canvas = layout_canvas(target)
+        if canvas not in placements:
+            with timer("layout"):
+                placements[canvas] = place(cutout, target, source.name)
+        return placements[canvas]
+
+    def control_for(target: Target, which: str) -> np.ndarray:
         key = (layout_canvas(target), which)
         if key not in controls:
             with timer("edges"):
-                controls[key] = make_control(cutout, target, which, settings, source.name)
+                controls[key] = make_control(cutout, target, which, settings, source.name, placement_for(target))
         return controls[key]
 
     with staged_folder(folder) as stage:
         with timer("cutout"):
-            cutout = make_cutout(source.rgb, source.alpha, settings)
+            cut = make_cutout(source.rgb, source.alpha, settings)
+        cutout, result.quality = cut.rgba, cut.quality
+        result.review_reason = cut.quality.review_reason(settings.cutout_review_below)
         with timer("encode"):
             atomic_write_bytes(stage / "cutout.png", encode_png(cutout))
 
@@ -82,16 +98,19 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
             target = p.target
             control = control_for(target, settings.edge_detector) if p.generative else None
             variant = render_variant(cutout, target, p.preset, seed, name=source.name, control=control, title=title,
-                                     category=category, settings=settings, timer=timer)
+                                     category=category, settings=settings, timer=timer,
+                                     placement=placement_for(target))
             if target is plan.control_target:
+                png = control_for(target, detector)
                 with timer("encode"):
-                    atomic_write_bytes(stage / "control.png", encode_png(control_for(target, detector)))
+                    atomic_write_bytes(stage / "control.png", encode_png(png))
             with timer("encode"):
                 data = encode(variant.pixels, target, ai_generated=variant.ai_generated)
                 filename = f"{target.name}.{target.extension}"
                 atomic_write_bytes(stage / filename, data)
             with timer("check"):
-                report = check_bytes(data, target, f"{source.name}/{filename}", variant.placement.canvas_alpha)
+                report = check_bytes(data, target, f"{source.name}/{filename}", variant.placement.canvas_alpha,
+                                     variant.placement.scale)
             result.variants.append(VariantFile(
                 source.name, target.name, folder / filename, target.width, target.height, len(data), report,
                 time.perf_counter() - t0, variant.seed, variant.ai_generated,

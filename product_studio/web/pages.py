@@ -131,7 +131,8 @@ def jobs(request: Request, user: User, offset: int = 0) -> HTMLResponse:
     return page(request, "jobs.html", rows=rows, offset=offset)
 
 
-def _job_view(job_id: str) -> dict:
+def _job_view(job_id: str, review: bool = False) -> dict:
+    """The job page's data; `review` keeps only the photos whose cut-out needs review."""
     with runtime.database().session() as s:
         job = s.get(Job, job_id)
         if job is None:
@@ -139,19 +140,22 @@ def _job_view(job_id: str) -> dict:
         counts = job_progress(s, job_id)
         assets = [{"asset": a, "variants": list(a.variants)} for a in job.assets]
         approved = sum(1 for a in assets for v in a["variants"] if v.approved)
-        return {"job": job, "counts": counts, "assets": assets, "approved": approved,
-                "final": job.status in JOB_FINAL}
+        to_review = sum(1 for a in job.assets if a.review_reason)
+        if review:
+            assets = [a for a in assets if a["asset"].review_reason]
+        return {"job": job, "counts": counts, "assets": assets, "approved": approved, "to_review": to_review,
+                "review_only": review, "final": job.status in JOB_FINAL}
 
 
 @router.get("/jobs/{job_id}")
-def job_page(request: Request, user: User, job_id: str) -> HTMLResponse:
-    return page(request, "job.html", scenes=all_scenes(get_settings()), **_job_view(job_id))
+def job_page(request: Request, user: User, job_id: str, review: bool = False) -> HTMLResponse:
+    return page(request, "job.html", scenes=all_scenes(get_settings()), **_job_view(job_id, review))
 
 
 @router.get("/jobs/{job_id}/panel")
-def job_panel(request: Request, user: User, job_id: str) -> HTMLResponse:
+def job_panel(request: Request, user: User, job_id: str, review: bool = False) -> HTMLResponse:
     """The progress and gallery part of the job page, re-fetched while the job runs."""
-    view = _job_view(job_id)
+    view = _job_view(job_id, review)
     response = page(request, "_panel.html", scenes=all_scenes(get_settings()), **view)
     response.headers["X-Job-Final"] = "1" if view["final"] else "0"
     return response

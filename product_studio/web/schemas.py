@@ -12,6 +12,7 @@ class VariantOut(BaseModel):
     seed: int
     status: str = Field(description="pending, running, done or failed")
     check: str | None = Field(description="the marketplace check's verdict, once done")
+    warnings: str | None = Field(None, description="what the check noticed without failing, e.g. an enlargement")
     ai_generated: bool
     approved: bool | None = Field(description="null until reviewed")
     error: str | None
@@ -22,6 +23,11 @@ class AssetOut(BaseModel):
     id: str
     name: str
     sha256: str
+    confidence: float | None = Field(None, description="0-1: the cut-out's calibrated chance of overlapping the "
+                                                        "product by >= 80% (IoU); null until cut out")
+    needs_review: bool | None = Field(None, description="the cut-out's confidence is below the review threshold: "
+                                                        "check it before publishing; null until cut out")
+    review_reason: str | None = Field(None, description="why the cut-out needs review")
     variants: list[VariantOut]
 
 
