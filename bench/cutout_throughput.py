@@ -189,6 +189,11 @@ def main() -> None:
         runs = {args.model: settings}
         if args.baseline_model and args.baseline_model != args.model:
             runs[args.baseline_model] = settings.model_copy(update={"cutout_model": args.baseline_model})
+        # As a fresh `process` would: sessions made anew, each with every core (cut_out_many's
+        # two workers made theirs with one thread each).
+        from product_studio.backends.cutout_rembg import clear_sessions
+
+        clear_sessions()
         stages = {model: process_stages(files[0], s, tmp / "process") for model, s in runs.items()}
         print(f"full process of one {size} photo into {', '.join(PROCESS_TARGETS)}, seconds per stage:")
         print(f"  {'stage':28}" + "".join(f" {model:>14}" for model in stages))
