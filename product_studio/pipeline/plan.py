@@ -14,6 +14,7 @@ which canvas a control image is drawn on are all answered here.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -53,10 +54,11 @@ class Stage:
 
 
 class StageTimer:
-    """Seconds spent per stage, summed over calls."""
+    """Seconds spent per stage, summed over calls (and over threads: safe to share)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
     @contextmanager
     def __call__(self, stage: str):
@@ -64,7 +66,8 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - t0
+            with self._lock:
+                self.seconds[stage] += time.perf_counter() - t0
 
 
 # --- decisions ----------------------------------------------------------------------------------

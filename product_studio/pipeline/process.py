@@ -6,6 +6,7 @@ jobs/units.py. No decisions or image logic here: only running the plan's stages 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from ..files import atomic_write_bytes, staged_folder
 from ..presets import Target
 from .check import CheckReport, check_bytes
 from .confidence import CutoutQuality
+from .cutout import default_workers
 from .export import encode, encode_png
 from .ingest import Source
 from .layout import Placement, place
 from .plan import (
     StageTimer,
+    TargetPlan,
     layout_canvas,
     make_control,
     make_cutout,
@@ -48,7 +51,8 @@ class PhotoResult:
     name: str
     folder: Path
     variants: list[VariantFile] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # s per stage, summed over the targets' threads
+    seconds: float = 0.0  # wall time of the whole photo
     quality: CutoutQuality | None = None  # how far to trust the cut-out
     review_reason: str | None = None  # set when the cut-out needs review (settings.cutout_review_below)
 
@@ -62,6 +66,7 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
     target's canvas; generative variants use the configured detector's control image for their
     own canvas, each made once. Raises UnknownName (unknown scene) before any work, and the
     stages' errors (ModelUnavailable, BadInput...) leaving the previous folder in place."""
+    started = time.perf_counter()
     settings = settings or get_settings()
     timer = StageTimer()
     folder = Path(out_dir) / source.name
@@ -90,10 +95,12 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
             cut = make_cutout(source.rgb, source.alpha, settings)
         cutout, result.quality = cut.rgba, cut.quality
         result.review_reason = cut.quality.review_reason(settings.cutout_review_below)
-        with timer("encode"):
-            atomic_write_bytes(stage / "cutout.png", encode_png(cutout))
 
-        for p in plan.targets:
+        def write_cutout() -> None:
+            with timer("encode"):
+                atomic_write_bytes(stage / "cutout.png", encode_png(cutout))
+
+        def make_variant(p: TargetPlan) -> VariantFile:
             t0 = time.perf_counter()
             target = p.target
             control = control_for(target, settings.edge_detector) if p.generative else None
@@ -111,9 +118,16 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
             with timer("check"):
                 report = check_bytes(data, target, f"{source.name}/{filename}", variant.placement.canvas_alpha,
                                      variant.placement.scale)
-            result.variants.append(VariantFile(
-                source.name, target.name, folder / filename, target.width, target.height, len(data), report,
-                time.perf_counter() - t0, variant.seed, variant.ai_generated,
-            ))
+            return VariantFile(source.name, target.name, folder / filename, target.width, target.height, len(data),
+                               report, time.perf_counter() - t0, variant.seed, variant.ai_generated)
+
+        # The targets are independent, and OpenCV, NumPy and zlib release the GIL: render them on
+        # every core, as the cut-out's models used them all before. (Caches above may, rarely,
+        # compute a shared canvas twice: harmless.)
+        with ThreadPoolExecutor(min(len(plan.targets), default_workers()), thread_name_prefix="target") as pool:
+            written = pool.submit(write_cutout)
+            result.variants = list(pool.map(make_variant, plan.targets))
+            written.result()
     result.timings = dict(timer.seconds)
+    result.seconds = time.perf_counter() - started
     return result
