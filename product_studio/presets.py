@@ -58,18 +58,15 @@ class Target(BaseModel, frozen=True):
         out = [f"{self.width}x{self.height} px" + (" (1:1)" if self.square else "")]
         if self.pure_white:
             out.append("background pure white 255,255,255")
-        if self.min_fill:
-            out.append(f"product spans >= {self.min_fill:.0%} of the frame")
-        if self.min_long_side:
-            out.append(f"long side >= {self.min_long_side} px")
-        if self.min_source_long_side:
-            out.append(f"long side >= {self.min_source_long_side} px at the photo's own resolution (not by enlarging)")
-        if self.max_long_side:
-            out.append(f"long side <= {self.max_long_side} px")
-        if self.max_pixels:
-            out.append(f"<= {self.max_pixels / 1e6:g} MP")
-        if self.max_bytes:
-            out.append(f"<= {self.max_bytes / MB:g} MB")
+        optional = (
+            (self.min_fill, "product spans >= {:.0%} of the frame"),
+            (self.min_long_side, "long side >= {} px"),
+            (self.min_source_long_side, "long side >= {} px at the photo's own resolution (not by enlarging)"),
+            (self.max_long_side, "long side <= {} px"),
+            (self.max_pixels and self.max_pixels / 1e6, "<= {:g} MP"),
+            (self.max_bytes and self.max_bytes / MB, "<= {:g} MB"),
+        )
+        out += [text.format(value) for value, text in optional if value]
         out.append("formats " + "/".join(self.formats))
         return out
 
