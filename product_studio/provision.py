@@ -213,7 +213,8 @@ def describe(settings: Settings) -> list[ModelRow]:
         else:
             status = "missing (rembg downloads it when online)"
         use = "in use" if entry.name in configured else "available"
-        rows.append(ModelRow(f"cutout: {entry.name} ({use})", status, _mb(entry.size), entry.licence, entry.source,
+        what = f"{use}, {entry.note}" if entry.note else use
+        rows.append(ModelRow(f"cutout: {entry.name} ({what})", status, _mb(entry.size), entry.licence, entry.source,
                              str(path)))
     for name, spec in DETECTORS.items():
         rows.append(ModelRow(f"edges: {name}", "on demand" if spec.weights else "ready", "", "see the detector's",
