@@ -22,6 +22,13 @@ class BadInput(ProductStudioError):
     http_status = 422
 
 
+class Conflict(BadInput):
+    """The request is well formed, but the item's state does not allow it now (e.g. a photo whose
+    variants are still rendering). Retrying later, not retrying at once, can help."""
+
+    http_status = 409
+
+
 class UnknownName(BadInput):
     """A target, scene, detector or backend name that does not exist."""
 
