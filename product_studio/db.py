@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (tests/test_db.py checks it is Alembic's head). Knowing it lets every start
 # check the schema with one query and load Alembic (~0.4 s of imports) only when there is work.
-HEAD = "0004"
+HEAD = "0005"
 _MIGRATION_LOCK = 0x50535F4D  # PostgreSQL advisory lock key ("PS_M") held while migrating
 
 
@@ -432,6 +432,23 @@ def add_variant(session: Session, variant_id: str, *, seed: int, scene: str | No
     _updated(session, update(Job).where(Job.id == old.asset.job_id)
              .values(status=JobStatus.RUNNING, finished_at=None, error=None))
     return variant, True
+
+
+def reopen_asset(session: Session, asset_id: str) -> list[str]:
+    """Render an asset again from its cut-out stage (a new mask was chosen): its stages and every
+    variant back to pending, outputs and approvals cleared (the admin approves the new render),
+    and its job running again so its end (and completion callback) comes again. The caller has
+    checked that nothing of the asset is still running. Returns the variants' ids."""
+    _updated(session, update(Asset).where(Asset.id == asset_id).values(
+        cutout_status=StageStatus.PENDING, cutout_key=None, edges_status=StageStatus.PENDING, control_key=None,
+        error=None))
+    _updated(session, update(Variant).where(Variant.asset_id == asset_id).values(
+        status=StageStatus.PENDING, key=None, content_type=None, bytes=None, width=None, height=None,
+        check_ok=None, check_summary=None, check_warnings=None, approved=None, error=None, seconds=None,
+        attempts=0))
+    _updated(session, update(Job).where(Job.id == select(Asset.job_id).where(Asset.id == asset_id).scalar_subquery())
+             .values(status=JobStatus.RUNNING, finished_at=None, error=None))
+    return list(session.scalars(select(Variant.id).where(Variant.asset_id == asset_id).order_by(Variant.created_at)))
 
 
 def list_jobs(session: Session, *, limit: int = 50, offset: int = 0) -> list[tuple[Job, dict[str, int]]]:

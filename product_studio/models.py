@@ -167,6 +167,7 @@ class Asset(Base):
     control_key: Mapped[str | None] = mapped_column(Text)
     cutout_confidence: Mapped[float | None]  # 0-1, pipeline/confidence.py; None until cut out
     review_reason: Mapped[str | None] = mapped_column(Text)  # set: the cut-out needs review, and why
+    mask_version: Mapped[int | None]  # the admin's mask (Mask.version) the cut-out used; None: the models'
     error: Mapped[str | None] = mapped_column(Text)
     # stage -> seconds; MutableDict so in-place edits are saved too.
     timings: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
@@ -212,6 +213,28 @@ class Variant(Base):
 
     def __repr__(self) -> str:
         return f"<Variant {self.id} {self.target}/{self.scene or '-'}/{self.seed} {self.status}>"
+
+
+class Mask(Base):
+    """One version of the product mask an admin chose for a photo (touch-up), per store.
+
+    A photo is its source bytes (sha256); `store` is the job's store ("" for jobs with none: pages,
+    API, batch). The newest version is the one every door's cut-out uses; restoring an older one
+    adds a version with the same blob, so the history only grows. The blob is a greyscale PNG at
+    the source's size: 255 keeps, 0 removes.
+    """
+
+    __tablename__ = "masks"
+    __table_args__ = (UniqueConstraint("store", "sha256", "version"),)
+
+    id: Mapped[str] = _id()
+    store: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int]  # 1, 2, ... per (store, sha256)
+    key: Mapped[str] = mapped_column(Text)  # content-addressed: equal masks share a blob
+    origin: Mapped[str] = mapped_column(String(64))  # "strokes", "upload", "restore of 2"
+    asset_id: Mapped[str | None] = mapped_column(String(32))  # the asset it was drawn on (for the record)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Delivery(Base):

@@ -23,5 +23,6 @@ def job_document(job: Job, settings: Settings) -> dict:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "assets": [{"id": a.id, "name": a.name, "sha256": a.sha256, "confidence": a.cutout_confidence,
                     "needs_review": None if a.cutout_confidence is None else a.review_reason is not None, "review_reason": a.review_reason,
+                    "mask_version": a.mask_version,
                     "variants": [variant_document(v, settings) for v in a.variants]} for a in job.assets],
     }

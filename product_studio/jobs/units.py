@@ -39,13 +39,15 @@ from ..pipeline.plan import (
     variant_key,
 )
 from ..presets import Target, get_target
+from . import masks
 from .steps import Step, callback
 
 
 def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
     """Cut out an asset's source photo (or find it done): store the RGBA PNG and its quality
     document, and record the confidence and, below settings.cutout_review_below, why it needs
-    review. Next: its control images."""
+    review. The photo's chosen mask (jobs/masks.py), when an admin saved one, replaces the
+    models. Next: its control images."""
     settings = settings or get_settings()
     db, blobs = runtime.database(settings), runtime.store(settings)
     with db.session() as s:
@@ -55,15 +57,18 @@ def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
         if asset.cutout_status == StageStatus.DONE and asset.cutout_key and blobs.exists(asset.cutout_key):
             return [Step("edges", asset_id)]
         source_key, sha, name = asset.source_key, asset.sha256, asset.name
+        mask = masks.chosen(s, asset.job.store, sha)
+        mask_version, mask_key = (mask.version, mask.key) if mask is not None and mask.key != masks.MODELS else (None, None)
         update_stage(s, asset_id, "cutout", StageStatus.RUNNING)
     t0 = time.perf_counter()
-    key = cutout_key(sha, settings)
+    key = cutout_key(sha, settings, mask_key)
     qkey = quality_key(key)
     if blobs.exists(key) and blobs.exists(qkey):
         quality = CutoutQuality.from_dict(json.loads(blobs.get(qkey)))
     else:
         source = load_bytes(blobs.get(source_key), name, settings)
-        cut = make_cutout(source.rgb, source.alpha, settings)
+        alpha = masks.decode_mask(blobs.get(mask_key), source.width, source.height) if mask_key else None
+        cut = make_cutout(source.rgb, source.alpha, settings, mask=alpha)
         quality = cut.quality
         blobs.put(qkey, json.dumps(quality.as_dict()).encode(), "application/json")
         blobs.put(key, encode_png(cut.rgba), content_types.PNG)  # last: its presence means both are stored
@@ -71,6 +76,7 @@ def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
         asset = update_stage(s, asset_id, "cutout", StageStatus.DONE, key=key, seconds=time.perf_counter() - t0)
         asset.cutout_confidence = quality.score
         asset.review_reason = quality.review_reason(settings.cutout_review_below)
+        asset.mask_version = mask_version
     return [Step("edges", asset_id)]
 
 

@@ -81,14 +81,19 @@ def _coverage_reason(coverage: float) -> str | None:
     return None
 
 
-def given_alpha(alpha: np.ndarray) -> CutoutQuality:
-    """The quality of a cut-out that used the photo's own (H, W) uint8 alpha: GIVEN_ALPHA, unless
-    it keeps almost nothing or almost the whole frame."""
+def given_alpha(alpha: np.ndarray, trusted: CutoutQuality = GIVEN_ALPHA) -> CutoutQuality:
+    """The quality of a cut-out whose (H, W) uint8 alpha a person made (the photo's own, or an
+    admin's mask): `trusted`, unless it keeps almost nothing or almost the whole frame."""
     coverage = float(np.count_nonzero(alpha >= 128) / alpha.size)
     reason = _coverage_reason(coverage)
     if reason is None:
-        return GIVEN_ALPHA
+        return trusted
     return CutoutQuality(_COVERAGE_SCORE, (reason,), {"coverage": coverage})
+
+
+def chosen_mask(alpha: np.ndarray) -> CutoutQuality:
+    """The quality of a cut-out made from an admin's mask (touch-up): they looked at it."""
+    return given_alpha(alpha, CutoutQuality(1.0, ("an admin's mask was used",)))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from ..config import Settings, get_settings
-from .confidence import CutoutQuality, assess, given_alpha
+from .confidence import CutoutQuality, assess, chosen_mask, given_alpha
 
 WORK_SIDE = 512  # long side (px) where the mask is refined
 GUIDE_RADIUS, GUIDE_EPS = 1, 1e-3  # guided filter at WORK_SIDE: thin edge band, edge-preserving
@@ -244,6 +244,20 @@ def compose(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 class Cutout:
     rgba: np.ndarray  # HxWx4 uint8 at the source's resolution
     quality: CutoutQuality
+
+
+def cut_out_masked(rgb: np.ndarray, mask: np.ndarray, *, settings: Settings | None = None) -> Cutout:
+    """The product on transparency from an admin's mask (touch-up): (H, W, 3) uint8 RGB and the
+    (H, W) uint8 alpha matte (255 keeps, 0 removes) in, (H, W, 4) uint8 RGBA out. No model runs;
+    the soft edge band is decontaminated like a model's (the photo's background is still in it).
+    Raises ValueError for arrays of the wrong shape or dtype."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"cut_out needs HxWx3 uint8 RGB, got {rgb.shape} {rgb.dtype}")
+    if mask.shape != rgb.shape[:2] or mask.dtype != np.uint8:
+        raise ValueError(f"the mask must be {rgb.shape[:2]} uint8, got {mask.shape} {mask.dtype}")
+    if (settings or get_settings()).cutout_decontaminate:
+        rgb = decontaminate(rgb, mask)
+    return Cutout(compose(rgb, mask), chosen_mask(mask))
 
 
 def cut_out_scored(rgb: np.ndarray, alpha: np.ndarray | None = None, *, settings: Settings | None = None,

@@ -29,7 +29,7 @@ from ..content_keys import content_key
 from ..presets import Target, get_target
 from ..scenes import ScenePreset, get_scene
 from .composite import composite
-from .cutout import Cutout, cut_out_scored
+from .cutout import Cutout, cut_out_masked, cut_out_scored
 from .edges import control_image
 from .layout import Placement, place
 from .scene import render_background, shadow_style
@@ -139,9 +139,13 @@ def plan_photo(targets: Iterable[str | Target], scene: str | None = None,
 
 # --- the stages' functions ----------------------------------------------------------------------
 
-def make_cutout(rgb: np.ndarray, alpha: np.ndarray | None, settings: Settings) -> Cutout:
+def make_cutout(rgb: np.ndarray, alpha: np.ndarray | None, settings: Settings,
+                mask: np.ndarray | None = None) -> Cutout:
     """The (H, W, 4) uint8 RGBA cut-out at source resolution from (H, W, 3) uint8 RGB (+ (H, W)
-    alpha), with its confidence (pipeline/confidence.py)."""
+    alpha), with its confidence (pipeline/confidence.py). `mask`, an admin's (H, W) uint8 alpha
+    matte from touch-up, replaces both the models and the photo's own alpha."""
+    if mask is not None:
+        return cut_out_masked(rgb, mask, settings=settings)
     return cut_out_scored(rgb, alpha, settings=settings)
 
 
@@ -189,9 +193,15 @@ def render_variant(cutout: np.ndarray, target: Target, preset: ScenePreset, seed
 
 # --- the stages ---------------------------------------------------------------------------------
 
-def cutout_inputs(source_sha256: str, settings: Settings) -> dict:
-    """The cut-out key's inputs: the source's bytes (by hash) and the settings that change it
-    (the models by their registry names, so "u2netp + u2net" and "u2netp+u2net" are one)."""
+def cutout_inputs(source_sha256: str, settings: Settings, mask_key: str | None = None) -> dict:
+    """The cut-out key's inputs: the source's bytes (by hash) and what changes it: an admin's mask
+    (by its content-addressed blob key), else the model settings (the models by their registry
+    names, so "u2netp + u2net" and "u2netp+u2net" are one). Every later key derives from the
+    cut-out's, so each mask version gets its own control images and variants, and restoring a
+    mask finds the files made from it before."""
+    if mask_key:
+        return {"source_sha256": source_sha256,
+                "params": {"mask": mask_key, "decontaminate": settings.cutout_decontaminate}}
     models = ENSEMBLE_SEPARATOR.join(m.name for m in cutout_members(settings.cutout_model))
     return {"source_sha256": source_sha256,
             "params": {"model": models, "refine": settings.cutout_refine, "flip": settings.cutout_flip_tta,
@@ -215,9 +225,10 @@ VARIANT = Stage("variant", "variants", "render-2", ("cutout_key", "target", "sce
                 render_variant)
 
 
-def cutout_key(source_sha256: str, settings: Settings) -> str:
-    """The cut-out's PNG key; its quality document (JSON) is stored beside it, see quality_key."""
-    return CUTOUT.key("png", **cutout_inputs(source_sha256, settings))
+def cutout_key(source_sha256: str, settings: Settings, mask_key: str | None = None) -> str:
+    """The cut-out's PNG key (with an admin's mask: see cutout_inputs); its quality document
+    (JSON) is stored beside it, see quality_key."""
+    return CUTOUT.key("png", **cutout_inputs(source_sha256, settings, mask_key))
 
 
 def quality_key(cutout_key: str) -> str:

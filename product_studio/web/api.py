@@ -9,26 +9,30 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from .. import content_types, runtime
 from ..config import get_settings
 from ..db import list_jobs, review_variant
-from ..models import Job, Variant
+from ..models import Asset, Job, Variant
 from .schemas import (
     Error,
     JobCreated,
     JobFromUrls,
     JobOut,
     JobSummary,
+    MaskOut,
+    MaskRestore,
+    MaskStrokes,
     Regenerate,
     VariantOut,
 )
 from .security import require_api_key
 
-_ERRORS = {401: {"model": Error}, 404: {"model": Error}, 413: {"model": Error}, 422: {"model": Error}}
+_ERRORS = {401: {"model": Error}, 404: {"model": Error}, 409: {"model": Error}, 413: {"model": Error},
+           422: {"model": Error}}
 router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(require_api_key)], responses=_ERRORS)
 
 
@@ -152,3 +156,69 @@ def download_approved(job_id: str) -> Response:
     data, _ = approved_zip(job_id)
     return Response(data, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{job_id}-approved.zip"'})
+
+
+# --- touch-up: the photo's mask -------------------------------------------------------------------
+
+def _asset(asset_id: str) -> None:
+    with runtime.database().session() as s:
+        if s.get(Asset, asset_id) is None:
+            raise HTTPException(404, f"no photo {asset_id}")
+
+
+def _mask_out(saved) -> dict:
+    return {"asset_id": saved.asset_id, "version": saved.version, "origin": saved.origin,
+            "variants_queued": saved.variant_ids}
+
+
+@router.get("/assets/{asset_id}/mask", summary="The photo's current mask: a greyscale PNG of its size, 255 keeps",
+            responses={200: {"content": {"image/png": {}}}})
+def get_mask(asset_id: str) -> Response:
+    from ..jobs.masks import current_mask, encode_mask
+
+    _asset(asset_id)
+    return Response(encode_mask(current_mask(asset_id)), media_type="image/png")
+
+
+_PNG_BODY = {"requestBody": {"required": True, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.put("/assets/{asset_id}/mask", status_code=202, response_model=MaskOut, openapi_extra=_PNG_BODY,
+            summary="Use your own mask for the photo (a PNG of its size: white or opaque keeps) and re-render "
+                    "its variants from it")
+async def put_mask(asset_id: str, request: Request) -> dict:
+    from ..jobs.masks import decode_mask
+    from .dispatch import save_mask
+
+    data = await request.body()  # bounded by the app's body limit
+
+    def save() -> dict:
+        with runtime.database().session() as s:
+            asset = s.get(Asset, asset_id)
+            if asset is None:
+                raise HTTPException(404, f"no photo {asset_id}")
+            width, height = asset.width, asset.height
+        return _mask_out(save_mask(asset_id, decode_mask(data, width, height), "upload"))
+
+    return await run_in_threadpool(save)
+
+
+@router.post("/assets/{asset_id}/mask/strokes", status_code=202, response_model=MaskOut,
+             summary="Touch up the photo's mask with keep/remove strokes and/or a box, and re-render its variants")
+def post_strokes(asset_id: str, body: MaskStrokes) -> dict:
+    from ..jobs.masks import refine_for
+    from ..pipeline.touchup import Edit
+    from .dispatch import save_mask
+
+    _asset(asset_id)
+    edit = Edit.from_json(body.model_dump(mode="json"))
+    return _mask_out(save_mask(asset_id, refine_for(asset_id, edit), "strokes"))
+
+
+@router.post("/assets/{asset_id}/mask/restore", status_code=202, response_model=MaskOut,
+             summary="Use an earlier mask version again (0: the models' own cut-out) and re-render")
+def post_restore(asset_id: str, body: MaskRestore) -> dict:
+    from .dispatch import restore_mask
+
+    _asset(asset_id)
+    return _mask_out(restore_mask(asset_id, body.version))

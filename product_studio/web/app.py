@@ -96,11 +96,13 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
 
     from .api import router as api_router
     from .pages import router as pages_router
+    from .touchup import router as touchup_router
     from .webhooks import router as webhooks_router
 
     app.include_router(webhooks_router)  # first: the busiest, latency-bound routes match soonest
     app.include_router(api_router)
     app.include_router(pages_router)
+    app.include_router(touchup_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

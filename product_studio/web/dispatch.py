@@ -3,7 +3,7 @@ steps it returns to the task layer. Pages and API both come through here."""
 
 from __future__ import annotations
 
-from ..jobs import Submission, Upload, regenerate, submit
+from ..jobs import Submission, Upload, masks, regenerate, submit
 from ..models import Variant
 
 
@@ -28,3 +28,17 @@ def regenerate_variant(variant_id: str, **options) -> Variant:
     variant, steps = regenerate(variant_id, **options)
     _enqueue(steps)
     return variant
+
+
+def save_mask(asset_id: str, alpha, origin: str) -> masks.MaskSaved:
+    """jobs.masks.save_mask(...): a new chosen mask, the photo's variants enqueued to render again."""
+    saved = masks.save_mask(asset_id, alpha, origin)
+    _enqueue(saved.steps)
+    return saved
+
+
+def restore_mask(asset_id: str, version: int) -> masks.MaskSaved:
+    """jobs.masks.restore_mask(...), its re-render enqueued."""
+    saved = masks.restore_mask(asset_id, version)
+    _enqueue(saved.steps)
+    return saved

@@ -86,11 +86,11 @@ def approved_zip(job_id: str) -> tuple[bytes, int]:
     return buf.getvalue(), len(entries)
 
 
-def preview(key: str) -> bytes:
-    """A JPEG at most PREVIEW_SIDE px on its longer side, made once and kept in the store.
+def preview(key: str, side: int = PREVIEW_SIDE) -> bytes:
+    """A JPEG at most `side` px on its longer side, made once and kept in the store.
     Transparent areas show on white."""
     blobs = runtime.store()
-    thumb = content_key("previews", "jpg", key, str(PREVIEW_SIDE))
+    thumb = content_key("previews", "jpg", key, str(side))
     if blobs.exists(thumb):
         return blobs.get(thumb)
     source = load_bytes(blobs.get(key), "preview")
@@ -99,7 +99,7 @@ def preview(key: str) -> bytes:
         a = source.alpha.astype(np.float32)[..., None] / 255.0
         rgb = rgb * a + 255.0 * (1 - a)
     h, w = rgb.shape[:2]
-    scale = min(1.0, PREVIEW_SIDE / max(h, w))
+    scale = min(1.0, side / max(h, w))
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(np.clip(small, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
                             [cv2.IMWRITE_JPEG_QUALITY, 82])

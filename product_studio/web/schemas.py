@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, HttpUrl
 
 
@@ -28,6 +30,8 @@ class AssetOut(BaseModel):
     needs_review: bool | None = Field(None, description="the cut-out's confidence is below the review threshold: "
                                                         "check it before publishing; null until cut out")
     review_reason: str | None = Field(None, description="why the cut-out needs review")
+    mask_version: int | None = Field(None, description="the admin's mask version the cut-out used (touch-up); "
+                                                       "null: the models' own")
     variants: list[VariantOut]
 
 
@@ -68,6 +72,33 @@ class JobFromUrls(BaseModel):
 class Regenerate(BaseModel):
     seed: int | None = Field(None, ge=0, lt=2**32, description="default: a new random seed")
     scene: str | None = Field(None, description="default: the variant's scene")
+
+
+class StrokeIn(BaseModel):
+    mode: Literal["keep", "remove"] = Field(description="keep: this is product; remove: this is not")
+    radius: float = Field(gt=0, le=10_000, description="brush radius, px of the photo")
+    points: list[tuple[float, float]] = Field(min_length=1, max_length=20_000,
+                                              description="the brush's path, [x, y] in px of the photo")
+
+
+class MaskStrokes(BaseModel):
+    """A touch-up: strokes over the photo and/or a box around the product, applied to the current
+    mask (the photo's chosen mask, else the models' cut-out)."""
+
+    strokes: list[StrokeIn] = Field(default_factory=list, max_length=500)
+    box: tuple[float, float, float, float] | None = Field(
+        None, description="[x0, y0, x1, y1] in px of the photo: the product is inside, everything outside is removed")
+
+
+class MaskRestore(BaseModel):
+    version: int = Field(ge=0, le=2**31 - 1, description="the mask version to use again; 0: the models' own cut-out")
+
+
+class MaskOut(BaseModel):
+    asset_id: str
+    version: int = Field(description="the new mask version, now the photo's chosen mask")
+    origin: str = Field(description='"strokes", "upload" or "restore of <version>"')
+    variants_queued: list[str] = Field(description="the photo's variants, rendering again from the new mask")
 
 
 class Error(BaseModel):

@@ -1,0 +1,268 @@
+"""Touch-up: the masks admins choose for their photos, their versions, and re-rendering from them.
+
+A photo is its source bytes (SHA-256) within a store (the job's store; "" for jobs with none:
+pages, API, batch). Its mask versions are rows of `masks`, numbered 1, 2, ... per photo; the
+newest is the *chosen* mask, which the cut-out stage of every door uses instead of the models
+(jobs/units.run_cutout, and the in-process runs of `process` and `batch`). Restoring an older
+version adds a new version with that one's blob, so history only grows; a version with an empty
+key means "the models' own cut-out".
+
+Saving a version re-renders every variant of the photo's asset from it: the asset's stages and
+variants go back to pending (approvals cleared: the admin approves the new render) and the asset's
+cut-out step is returned for the task layer to enqueue.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .. import content_types, runtime
+from ..config import Settings, get_settings
+from ..content_keys import content_key
+from ..db import reopen_asset
+from ..errors import BadInput, Conflict
+from ..models import STAGE_FINAL, Asset, Mask, StageStatus
+from .steps import Step
+
+MODELS = ""  # a version's key when it restores the models' own cut-out
+MAX_MASK_BYTES = 64 * 1024 * 1024  # a 100 MP greyscale PNG stays well under this
+
+
+def scope(store: str | None) -> str:
+    """The masks' store scope of a job's store (None: the installation's own jobs)."""
+    return store or ""
+
+
+def chosen(session: Session, store: str | None, sha256: str) -> Mask | None:
+    """The newest mask version of a photo in a store, or None when it has none."""
+    return session.scalar(select(Mask).where(Mask.store == scope(store), Mask.sha256 == sha256)
+                          .order_by(Mask.version.desc()).limit(1))
+
+
+def versions(session: Session, store: str | None, sha256: str) -> list[Mask]:
+    """Every mask version of a photo in a store, newest first."""
+    return list(session.scalars(select(Mask).where(Mask.store == scope(store), Mask.sha256 == sha256)
+                                .order_by(Mask.version.desc())))
+
+
+def chosen_key(sha256: str, store: str | None = None, settings: Settings | None = None) -> tuple[int, str] | None:
+    """(version, blob key) of the photo's chosen mask, or None when the models' cut-out is to be
+    used (no mask, or the newest version restores the models'). For the in-process doors: an
+    installation whose embedded SQLite database does not exist yet has no masks, and none is made."""
+    settings = settings or get_settings()
+    url = settings.database
+    if url.startswith("sqlite:///") and not settings.database_url and not (settings.data_dir / "product-studio.db").exists():
+        return None
+    with runtime.database(settings).session() as s:
+        mask = chosen(s, store, sha256)
+        return (mask.version, mask.key) if mask is not None and mask.key != MODELS else None
+
+
+def encode_mask(alpha: np.ndarray) -> bytes:
+    """A (H, W) uint8 alpha matte as a greyscale PNG (255 keeps, 0 removes)."""
+    import cv2
+
+    if alpha.ndim != 2 or alpha.dtype != np.uint8:
+        raise ValueError(f"a mask is HxW uint8, got {alpha.shape} {alpha.dtype}")
+    ok, buf = cv2.imencode(".png", alpha, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:  # pragma: no cover - only on memory exhaustion
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def decode_mask(data: bytes, width: int, height: int) -> np.ndarray:
+    """A mask PNG for a width x height photo as a (height, width) uint8 alpha matte.
+
+    Greyscale (any bit depth) and RGB are read as grey levels, 255 (white) keeping and 0 (black)
+    removing; an image with transparency (RGBA, LA, a palette with tRNS) is read by its alpha, so
+    a cut-out exported from another tool works as is. Raises BadInput naming the problem: not a
+    PNG, too big, another size than the photo's, or a mask that keeps nothing.
+    """
+    from PIL import Image
+
+    if len(data) > MAX_MASK_BYTES:
+        raise BadInput(f"the mask is over {MAX_MASK_BYTES // (1024 * 1024)} MiB")
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise BadInput("the mask must be a PNG image")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size != (width, height):  # checked on the header, before decoding anything
+                raise BadInput(f"the mask is {im.size[0]}x{im.size[1]} px; the photo is {width}x{height} px")
+            im.load()
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+            if has_alpha:
+                alpha = np.asarray(im.convert("RGBA").getchannel("A"))
+            elif im.mode in ("I", "I;16", "I;16B", "I;16L"):
+                alpha = (np.asarray(im, np.float64) * (255 / 65535)).round().astype(np.uint8)
+            else:
+                alpha = np.asarray(im.convert("L"))
+    except BadInput:
+        raise
+    except Exception as exc:  # Pillow's many ways to refuse a broken file
+        raise BadInput(f"the mask PNG cannot be read ({exc})") from None
+    if not (alpha >= 128).any():
+        raise BadInput("the mask keeps nothing: white (or opaque) pixels mark the product")
+    return np.ascontiguousarray(alpha)
+
+
+# --- saving a version and re-rendering ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MaskSaved:
+    """A new mask version and what it set going."""
+
+    asset_id: str
+    version: int
+    origin: str
+    variant_ids: list[str] = field(default_factory=list)  # queued to render again
+    steps: list[Step] = field(default_factory=list)  # for the task layer to enqueue
+
+
+def _editable(session: Session, asset_id: str) -> Asset:
+    """The asset, locked, if its variants may be rendered again now. Raises BadInput (unknown
+    asset) or Conflict (work still running on it)."""
+    asset = session.get(Asset, asset_id, with_for_update=True, populate_existing=True)
+    if asset is None:
+        raise BadInput(f"no photo {asset_id}")
+    if asset.cutout_status in (StageStatus.PENDING, StageStatus.RUNNING):
+        raise Conflict(f"photo {asset_id} is still being cut out: try again when it is done")
+    busy = [v for v in asset.variants if v.status not in STAGE_FINAL]
+    if busy:
+        raise Conflict(f"{len(busy)} variant(s) of photo {asset_id} are still rendering: "
+                       "try again when they are finished")
+    return asset
+
+
+def _add_version(session: Session, asset: Asset, key: str, origin: str) -> int:
+    """Insert the photo's next mask version; concurrent saves each get their own number."""
+    store = scope(asset.job.store)
+    for _ in range(5):
+        latest = session.scalar(select(func.max(Mask.version)).where(Mask.store == store, Mask.sha256 == asset.sha256))
+        version = (latest or 0) + 1
+        try:
+            with session.begin_nested():
+                session.add(Mask(store=store, sha256=asset.sha256, version=version, key=key, origin=origin,
+                                 asset_id=asset.id))
+            return version
+        except IntegrityError:
+            continue
+    raise Conflict("the mask is being changed by someone else: try again")
+
+
+def _save(asset_id: str, key: str, origin: str, settings: Settings) -> MaskSaved:
+    with runtime.database(settings).session() as s:
+        asset = _editable(s, asset_id)
+        version = _add_version(s, asset, key, origin)
+        variant_ids = reopen_asset(s, asset.id)
+    return MaskSaved(asset_id, version, origin, variant_ids, [Step("cutout", asset_id)])
+
+
+def save_mask(asset_id: str, alpha: np.ndarray, origin: str, settings: Settings | None = None) -> MaskSaved:
+    """Store `alpha` ((H, W) uint8 at the photo's size) as the photo's new chosen mask and set its
+    asset's variants to render again from it. `origin` says where it came from ("strokes",
+    "upload"). Raises BadInput (unknown asset, wrong size), Conflict (work still running)."""
+    settings = settings or get_settings()
+    with runtime.database(settings).session() as s:
+        asset = s.get(Asset, asset_id)
+        if asset is None:
+            raise BadInput(f"no photo {asset_id}")
+        size = (asset.height, asset.width)
+    if alpha.shape != size or alpha.dtype != np.uint8:
+        raise BadInput(f"the mask is {alpha.shape[1]}x{alpha.shape[0]} px; the photo is {size[1]}x{size[0]} px")
+    if not (alpha >= 128).any():
+        raise BadInput("the mask keeps nothing: keep at least part of the product")
+    data = encode_mask(alpha)
+    key = content_key("masks", "png", data)
+    blobs = runtime.store(settings)
+    if not blobs.exists(key):
+        blobs.put(key, data, content_types.PNG)
+    return _save(asset_id, key, origin, settings)
+
+
+def restore_mask(asset_id: str, version: int, settings: Settings | None = None) -> MaskSaved:
+    """Make an earlier mask version of the photo the chosen one again (as a new version; 0 restores
+    the models' own cut-out) and re-render. Raises BadInput (no such asset or version), Conflict."""
+    settings = settings or get_settings()
+    with runtime.database(settings).session() as s:
+        asset = s.get(Asset, asset_id)
+        if asset is None:
+            raise BadInput(f"no photo {asset_id}")
+        if version == 0:
+            key, origin = MODELS, "restore of the models' cut-out"
+        else:
+            old = s.scalar(select(Mask).where(Mask.store == scope(asset.job.store), Mask.sha256 == asset.sha256,
+                                              Mask.version == version))
+            if old is None:
+                raise BadInput(f"photo {asset_id} has no mask version {version}")
+            key, origin = old.key, f"restore of {version}"
+    return _save(asset_id, key, origin, settings)
+
+
+# --- the photo and its current mask, for touch-up -------------------------------------------------
+
+_cache: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray]] = {}
+_cache_lock = threading.Lock()
+_CACHE_SIZE = 2  # an admin touches up one photo at a time; a 2000 px photo and mask are ~16 MB
+
+
+def photo_and_mask(asset_id: str, settings: Settings | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The asset's photo, (H, W, 3) uint8 RGB as the pipeline sees it, and its current alpha
+    matte, (H, W) uint8: the cut-out's (the chosen mask or the models'), or all 0 when it has no
+    cut-out (it failed). Kept for the last few photos: every stroke of a touch-up asks again.
+    Raises BadInput (unknown asset)."""
+    from ..pipeline.export import decode_png
+    from ..pipeline.ingest import load_bytes
+
+    settings = settings or get_settings()
+    with runtime.database(settings).session() as s:
+        asset = s.get(Asset, asset_id)
+        if asset is None:
+            raise BadInput(f"no photo {asset_id}")
+        source_key, name = asset.source_key, asset.name
+        cut = asset.cutout_key if asset.cutout_status == StageStatus.DONE else None
+    with _cache_lock:
+        if (source_key, cut) in _cache:
+            return _cache[source_key, cut]
+    blobs = runtime.store(settings)
+    rgb = load_bytes(blobs.get(source_key), name, settings).rgb
+    alpha = decode_png(blobs.get(cut))[..., 3].copy() if cut else np.zeros(rgb.shape[:2], np.uint8)
+    with _cache_lock:
+        while len(_cache) >= _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[source_key, cut] = (rgb, alpha)
+    return rgb, alpha
+
+
+def refine_for(asset_id: str, edit, settings: Settings | None = None) -> np.ndarray:
+    """The asset's mask refined by a touch-up `edit` (pipeline.touchup.Edit): (H, W) uint8.
+    Raises BadInput for an unknown asset or an edit that does not fit the photo."""
+    from ..pipeline.touchup import refine
+
+    rgb, alpha = photo_and_mask(asset_id, settings)
+    edit.check(rgb.shape[1], rgb.shape[0])
+    return refine(rgb, alpha, edit)
+
+
+def current_mask(asset_id: str, settings: Settings | None = None) -> np.ndarray:
+    """What the photo's cut-out uses now, as a (H, W) uint8 alpha matte: its chosen mask, else its
+    cut-out's alpha. Raises BadInput (unknown asset), Conflict (not cut out yet, no mask)."""
+    settings = settings or get_settings()
+    with runtime.database(settings).session() as s:
+        asset = s.get(Asset, asset_id)
+        if asset is None:
+            raise BadInput(f"no photo {asset_id}")
+        mask = chosen(s, asset.job.store, asset.sha256)
+        done = asset.cutout_status == StageStatus.DONE and asset.cutout_key
+        width, height = asset.width, asset.height
+    if mask is not None and mask.key != MODELS:
+        return decode_mask(runtime.store(settings).get(mask.key), width, height)
+    if not done:
+        raise Conflict(f"photo {asset_id} has no cut-out yet")
+    return photo_and_mask(asset_id, settings)[1]
