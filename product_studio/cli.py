@@ -47,8 +47,20 @@ _c = _Consoles()
 DEFAULT_TARGETS = ["amazon-main", "shopify-square", "lifestyle"]
 
 
+def _redacted(text: str) -> str:
+    """`text` with credentials masked (product_studio/redact.py): URL passwords, credential
+    parameters and every configured secret."""
+    from .redact import known_secrets, redact
+
+    try:
+        secrets = known_secrets(get_settings())
+    except Exception:  # settings that do not load: still mask what the URLs show
+        secrets = []
+    return redact(text, secrets)
+
+
 def _fail(exc: ProductStudioError) -> typer.Exit:
-    _c.err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    _c.err.print(f"[red]error:[/red] {_redacted(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
@@ -151,7 +163,7 @@ def batch(
         raise _fail(exc) from None
     _c.out.print(summary_table(summary))
     if summary.error:
-        _c.err.print(f"[red]error:[/red] {escape(summary.error)}", highlight=False, soft_wrap=True)
+        _c.err.print(f"[red]error:[/red] {escape(_redacted(summary.error))}", highlight=False, soft_wrap=True)
     if summary.interrupted:
         _c.err.print(f"interrupted: rerun the same command to resume ({summary.done} of {summary.items} done)")
     raise typer.Exit(summary.exit_code)

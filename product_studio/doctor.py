@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
+from .redact import known_secrets, redact, redact_url
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ def _broker(settings: Settings) -> Check:
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=3)
-    return Check("broker", "ok", settings.broker_url + (" (embedded, no server)" if
-                                                        settings.broker_url.startswith("filesystem") else ""))
+    return Check("broker", "ok", redact_url(settings.broker_url) + (" (embedded, no server)" if
+                                                                    settings.broker_url.startswith("filesystem") else ""))
 
 
 def _storage(settings: Settings) -> Check:
@@ -121,7 +122,7 @@ def _storage(settings: Settings) -> Check:
     blobs.put("doctor/probe", b"ok")
     ok = blobs.get("doctor/probe") == b"ok"
     blobs.delete("doctor/probe")
-    return Check("storage", "ok" if ok else "fail", f"{settings.storage} ({type(blobs).__name__}), writable")
+    return Check("storage", "ok" if ok else "fail", f"{redact_url(settings.storage)} ({type(blobs).__name__}), writable")
 
 
 CHECKS: tuple[Callable[[Settings], Check | Iterator[Check]], ...] = (
@@ -130,13 +131,19 @@ CHECKS: tuple[Callable[[Settings], Check | Iterator[Check]], ...] = (
 
 
 def run_checks(settings: Settings) -> Iterator[Check]:
+    """Every check's lines, in order. Each detail is redacted (product_studio/redact.py): no
+    password, secret key or token from a URL or the settings reaches the terminal or the web
+    Status page, also when a failing library quotes one in its exception. Never raises."""
     settings.apply_environment()
+    secrets = known_secrets(settings)
     for check in CHECKS:
         try:
             found = check(settings)
-            yield from [found] if isinstance(found, Check) else list(found)
+            checks = [found] if isinstance(found, Check) else list(found)
         except Exception as exc:  # doctor reports; it never crashes
-            yield Check(check.__name__.strip("_"), "fail", f"{type(exc).__name__}: {exc}")
+            checks = [Check(check.__name__.strip("_"), "fail", f"{type(exc).__name__}: {exc}")]
+        for c in checks:
+            yield Check(c.name, c.status, redact(c.detail, secrets))
 
 
 if __name__ == "__main__":  # `python -m product_studio.doctor --json`: the web status page's source

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import get_settings
 from ..errors import TransientError
 from ..files import atomic_write_bytes
+from ..redact import known_secrets, redact
 from .outcomes import REPORTS, Failed, OutputFile, Rendered
 from .sources import Catalogue, Item
 
@@ -63,7 +65,9 @@ class BatchSummary:
 def write_reports(out: Path, catalogue: Catalogue, records: dict[str, dict], key_of: Callable[[Item], str],
                   valid: set[str], touched: set[str], summary: BatchSummary) -> None:
     """manifest.csv, failures.csv and summary.json from the journal: every item of the catalogue
-    once, as it stands now (this run's results and the earlier runs' still valid ones)."""
+    once, as it stands now (this run's results and the earlier runs' still valid ones). Every
+    text written is redacted (product_studio/redact.py): no URL password, credential parameter or
+    configured secret reaches a file."""
     s = summary
     manifest, failures, codes = [], [], []
     done_by_product: dict[str, int] = {}
@@ -102,16 +106,30 @@ def write_reports(out: Path, catalogue: Catalogue, records: dict[str, dict], key
     if s.interrupted:
         s.exit_code = INTERRUPTED
     s.reports = {name: str(out / name) for name in REPORTS}
-    atomic_write_bytes(out / "manifest.csv", _csv(MANIFEST_COLUMNS, manifest))
-    atomic_write_bytes(out / "failures.csv", _csv(FAILURE_COLUMNS, failures))
-    atomic_write_bytes(out / "summary.json", json.dumps(dataclasses.asdict(s), indent=2).encode() + b"\n")
+    secrets = known_secrets(get_settings())
+    atomic_write_bytes(out / "manifest.csv", _csv(MANIFEST_COLUMNS, manifest, secrets))
+    atomic_write_bytes(out / "failures.csv", _csv(FAILURE_COLUMNS, failures, secrets))
+    atomic_write_bytes(out / "summary.json",
+                       json.dumps(_redacted(dataclasses.asdict(s), secrets), indent=2).encode() + b"\n")
 
 
-def _csv(columns: tuple[str, ...], rows: list[dict]) -> bytes:
+def _redacted(value, secrets: list[str]):
+    """`value` (str, or dicts and lists of them) with credentials masked (product_studio/redact.py):
+    a broker URL quoted in an error, a CSV's presigned image URL."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redacted(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v, secrets) for v in value]
+    return value
+
+
+def _csv(columns: tuple[str, ...], rows: list[dict], secrets: list[str]) -> bytes:
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(_redacted(rows, secrets))
     return buf.getvalue().encode()
 
 
@@ -158,10 +176,13 @@ class RichReporter(Reporter):
 
 
 def summary_table(s: BatchSummary):
-    """The printed summary: what was made, what failed, where the reports are."""
+    """The printed summary: what was made, what failed, where the reports are (credentials in
+    the source, the paths or the error masked, as in the reports)."""
     from rich.markup import escape
     from rich.table import Table
 
+    s = dataclasses.replace(s, **_redacted({"source": s.source, "out": s.out, "error": s.error,
+                                            "reports": s.reports}, known_secrets(get_settings())))
     table = Table(title=escape(f"batch {s.source} -> {s.out} ({s.mode})"), show_header=False)
     table.add_column(justify="left")
     table.add_column(justify="right")
