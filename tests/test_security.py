@@ -116,3 +116,106 @@ def test_redact_masks_url_passwords_and_credential_parameters():
     assert redact_url("/var/lib/blobs") == "/var/lib/blobs"
     text = "Error: cannot reach amqp://bob:hunter2-x@mq// (key hunter2-x, signing abcdef123)"
     assert redact(text, ["abcdef123"]) == "Error: cannot reach amqp://bob:***@mq// (key hunter2-x, signing ***)"
+
+
+# --- 2. no webhook body, signed or not, makes a receiver answer 5xx -------------------------------
+
+HOOK_SECRETS = {"SHOPIFY_WEBHOOK_SECRET": "fz-shopify", "WOOCOMMERCE_WEBHOOK_SECRET": "fz-woo",
+                "BIGCOMMERCE_WEBHOOK_SECRET": "fz-bigcommerce", "BIGCOMMERCE_API_TOKEN": "fz-bc-api",
+                "GENERIC_WEBHOOK_SECRET": "fz-generic"}
+HOSTILE_BODIES = [b"[" * 100_000, b'{"a":' * 50_000, b'{"id": "x", "images": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+                  b"1" * 5_000, b'{"id": ' + b"9" * 5_000 + b"}", b"\xff\xfe\x00bad utf-8", b"", b"null", b"[1, 2]",
+                  b'{"producer": "stores/abc", "scope": "store/product/updated", "hash": {"a": [[[]]]}}',
+                  b'{"id": {"deep": ' + b"[" * 300 + b"]" * 300 + b"}, \"images\": [\"http://x/y.jpg\"]}",
+                  b'"' + b"\\u0000" * 1000 + b'"', b"NaN", b"webhook_id=12", b'{"id": "\xed\xa0\x80"}']
+
+
+@pytest.fixture(scope="module")
+def hooks(tmp_path_factory):
+    """The app in-process with one store per platform; 500s are answered, not raised."""
+    with pytest.MonkeyPatch.context() as mp:
+        app, _ = fresh_app(mp, tmp_path_factory.mktemp("hooks"), **HOOK_SECRETS)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield client
+
+
+def _signed(platform: str, body: bytes) -> dict[str, str]:
+    from tests.webhook_stack import b64_hmac, generic_headers
+
+    if platform == "shopify":
+        return {"X-Shopify-Hmac-Sha256": b64_hmac("fz-shopify", body), "X-Shopify-Topic": "products/update",
+                "X-Shopify-Webhook-Id": "fz"}
+    if platform == "woocommerce":
+        return {"X-WC-Webhook-Signature": b64_hmac("fz-woo", body), "X-WC-Webhook-Topic": "product.updated",
+                "X-WC-Webhook-Delivery-ID": "fz"}
+    if platform == "bigcommerce":
+        return {"X-Product-Studio-Token": "fz-bigcommerce"}
+    return generic_headers(body, secret="fz-generic")
+
+
+def _post_hook(client: TestClient, platform: str, body: bytes, signed: bool):
+    headers = _signed(platform, body) if signed else {"X-Shopify-Topic": "products/update",
+                                                      "X-Product-Studio-Signature": "t=1,v1=00"}
+    return client.post(f"/webhooks/{platform}", content=body, headers=headers | {"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("platform", ["shopify", "woocommerce", "bigcommerce", "generic"])
+@pytest.mark.parametrize("body", HOSTILE_BODIES, ids=lambda b: repr(b[:12]))
+def test_hostile_webhook_bodies_never_get_a_5xx(hooks, platform, body):
+    """Unsigned: refused (401) before the body is parsed. Signed: a body that does not parse is
+    400 (or, for the platforms whose door does not parse, accepted for intake to judge)."""
+    unsigned = _post_hook(hooks, platform, body, signed=False)
+    if platform == "woocommerce" and body == b"webhook_id=12":  # WooCommerce's unsigned creation ping
+        assert unsigned.json() == {"ok": True, "ping": "12"}
+    else:
+        assert unsigned.status_code == 401 and unsigned.json()["status"] == "rejected", unsigned.text
+    signed = _post_hook(hooks, platform, body, signed=True)
+    assert signed.status_code < 500, (signed.status_code, signed.text)
+    if platform in ("bigcommerce", "generic") and signed.status_code == 400:
+        assert signed.json()["status"] == "rejected"
+
+
+def test_random_webhook_bodies_never_get_a_5xx(hooks):
+    """Random bytes and random JSON documents, signed and not, at every receiver."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                               lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+                               max_leaves=20)
+    as_json = json_values.map(lambda v: json.dumps(v).encode())
+    documents = st.fixed_dictionaries({}, optional={
+        "id": json_values, "images": json_values, "producer": st.sampled_from(["stores/abc", "x", ""]) | json_values,
+        "scope": st.sampled_from(["store/product/updated", "x"]) | json_values, "hash": json_values,
+        "targets": json_values, "scenes": json_values, "callback_url": json_values, "updated_at": json_values,
+    }).map(lambda v: json.dumps(v).encode())
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(platform=st.sampled_from(["shopify", "woocommerce", "bigcommerce", "generic"]), signed=st.booleans(),
+           body=st.binary(max_size=300) | as_json | documents)
+    def check(platform, signed, body):
+        r = _post_hook(hooks, platform, body, signed)
+        assert r.status_code < 500, (platform, signed, body[:200], r.status_code, r.text)
+
+    check()
+
+
+def test_bigcommerce_token_must_belong_to_the_store_the_payload_names(monkeypatch, tmp_path):
+    """BigCommerce names its store only in the payload: the token is checked against every
+    BigCommerce store first, then the payload must name a store that token belongs to."""
+    from tests.webhook_stack import bigcommerce_payload
+
+    stores_file = tmp_path / "stores.toml"
+    stores_file.write_text("".join(f'[[store]]\nname = "{n}"\nplatform = "bigcommerce"\nsource = "{n}-hash"\n'
+                                   f'secrets = ["{n}-token"]\ntargets = ["ebay"]\napi_token = "t"\n\n'
+                                   for n in ("north", "south")))
+    app, _ = fresh_app(monkeypatch, tmp_path, STORES_FILE=str(stores_file))
+    client = TestClient(app)
+    post = lambda token, store: client.post(  # noqa: E731
+        "/webhooks/bigcommerce", content=bigcommerce_payload(7, f"h-{token}-{store}", store_hash=f"{store}-hash"),
+        headers={"X-Product-Studio-Token": f"{token}-token"})
+    assert post("north", "north").json()["status"] == "accepted"
+    assert post("south", "south").json()["status"] == "accepted"
+    crossed = post("north", "south")
+    assert crossed.status_code == 401 and "this token is not for" in crossed.json()["reason"]
+    assert post("west", "north").status_code == 401

@@ -11,8 +11,10 @@ A receiver only verifies, records and enqueues (platforms give a few seconds and
 non-2xx): no JSON parsing it can avoid, no image fetching, no job creation; the intake task does
 those. Every request is recorded, rejected ones with their reason. Answers: 200 for verified
 deliveries, duplicates and ignored topics included (BigCommerce counts only 200); 401 bad or
-missing signature; 400/422 a verified body that cannot be used; 413 too big; 503 when the
-delivery could not be recorded (the platform will retry).
+missing signature (checked before the body is parsed at all); 400 a verified body that does not
+parse (not UTF-8, not JSON, nested too deep, not an object); 422 a verified body that cannot be
+used; 413 too big; 503 when the delivery could not be recorded (the platform will retry). No
+request body, signed or not, can make a receiver answer 500.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..webhooks.deliveries import Incoming
 from ..webhooks.platforms import (
     PLATFORMS,
     Platform,
+    UnreadableBody,
     WooCommerce,
     generic_event,
     json_object,
@@ -57,20 +60,38 @@ async def _read_body(request: Request) -> bytes | None:
 
 
 def _judge(platform: Platform, request: Request, body: bytes, sha: str) -> tuple[Incoming, int]:
-    """What the door decides, before anything is written: the record and the HTTP status."""
+    """What the door decides, before anything is written: the record and the HTTP status.
+
+    Authenticity first: the signature (or token) is checked over the raw bytes before anything
+    parses the body, so an unsigned request can cost nothing but a digest. A verified body that
+    does not parse (not UTF-8, not JSON, nested deeper than platforms.MAX_DEPTH, not an object)
+    is 400, recorded as rejected; one that parses but says something unusable is 422."""
     settings = get_settings()
     headers = request.headers
-    claim = platform.claim(headers, body)
+    claim = platform.claim(headers)
     base = {"platform": platform.name, "claimed_id": _fit(claim.delivery_id),
             "topic": (claim.topic or "")[:128] or None, "payload_sha256": sha}
-    verdict = platform.verify(stores(settings).candidates(platform.name, claim.source), headers, body)
+    configured = stores(settings)
+    candidates = configured.candidates(platform.name, claim.source, any_source=platform.source_in_body)
+    verdict = platform.verify(candidates, headers, body)
     if verdict.store is None:
         return Incoming(store=None, status=DeliveryStatus.REJECTED, reason=verdict.reason, **base), 401
     store = verdict.store.name
     try:
         payload = body.decode("utf-8")
+        claim = platform.read_claim(claim, body)
     except UnicodeDecodeError:
         return Incoming(store=store, status=DeliveryStatus.REJECTED, reason="the body is not UTF-8", **base), 400
+    except UnreadableBody as exc:
+        return Incoming(store=store, status=DeliveryStatus.REJECTED, reason=str(exc), **base), 400
+    base |= {"claimed_id": _fit(claim.delivery_id), "topic": (claim.topic or "")[:128] or None}
+    if platform.source_in_body and not verdict.store.serves(claim.source):
+        # The token is some store's; the payload must name a store that token belongs to.
+        verdict = platform.verify(configured.candidates(platform.name, claim.source), headers, body)
+        if verdict.store is None:
+            reason = f"the payload names a store ({(claim.source or 'none')[:80]}) this token is not for"
+            return Incoming(store=store, status=DeliveryStatus.REJECTED, reason=reason, **base), 401
+        store = verdict.store.name
     if claim.topic not in platform.topics:
         reason = f"topic {claim.topic!r} is not handled (only {', '.join(sorted(platform.topics))})"
         return Incoming(store=store, status=DeliveryStatus.IGNORED, reason=reason,

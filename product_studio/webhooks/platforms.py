@@ -17,8 +17,10 @@ import hmac
 import json
 import re
 import time
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from .. import callbacks
@@ -87,11 +89,37 @@ def parse_time(value: Any) -> dt.datetime | None:
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
+MAX_DEPTH = 64  # nesting of arrays and objects a payload may have; the platforms' run to about 6
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 opens, -1 (as a signed byte) closes
+
+
+class UnreadableBody(PayloadError):
+    """A verified body that is not a JSON document at all (not UTF-8, not JSON, nested deeper
+    than MAX_DEPTH, not an object): the door answers 400."""
+
+
+def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest more than `limit` deep in `body` (brackets inside strings
+    do not count). Linear time in C-level loops, no recursion: safe and fast on any bytes, also
+    ones that are not JSON (a 5 MiB body of brackets takes about 0.1 s)."""
+    if body.count(b"[") + body.count(b"{") <= limit:  # the common case
+        return False
+    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", body)).translate(_STEP)
+    return max(accumulate(array("b", brackets)), default=0) > limit
+
+
 def _json(body: bytes | str) -> Any:
+    """`body` parsed as JSON (RFC 8259) with its nesting bounded by MAX_DEPTH, so no body can
+    exhaust the parser's recursion. Raises UnreadableBody; never RecursionError."""
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if too_deep(raw):
+        raise UnreadableBody(f"the body nests deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise PayloadError("the body is not JSON") from None
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UnreadableBody("the body is not JSON") from None
 
 
 def _object(doc: Any, what: str) -> dict:
@@ -101,8 +129,11 @@ def _object(doc: Any, what: str) -> dict:
 
 
 def json_object(body: bytes | str, what: str) -> dict:
-    """`body` parsed, or PayloadError unless it is a JSON object."""
-    return _object(_json(body), what)
+    """`body` parsed (bounded, see `_json`); UnreadableBody unless it is a JSON object."""
+    doc = _json(body)
+    if not isinstance(doc, dict):
+        raise UnreadableBody(f"{what} is not a JSON object")
+    return doc
 
 
 def _text(value: Any) -> str | None:
@@ -116,12 +147,23 @@ def _key(*parts: Any) -> str:
 
 
 class Platform:
+    """One platform's receiver rules. The door calls, in this order: `claim` (headers only),
+    `verify` (the signature over the raw bytes), and only for an authentic request `read_claim`,
+    which may parse the body. An unauthenticated body is never parsed."""
+
     name = ""
     topics: frozenset[str] = frozenset()
     signature_header = ""
+    source_in_body = False  # True: the store is named inside the payload, so verify against them all
 
-    def claim(self, headers: Mapping[str, str], body: bytes) -> Claim:
+    def claim(self, headers: Mapping[str, str]) -> Claim:
+        """What the headers say (unverified); never reads the body."""
         raise NotImplementedError
+
+    def read_claim(self, claim: Claim, body: bytes) -> Claim:
+        """The claim completed from a VERIFIED body, for platforms that put their delivery id,
+        topic or store in the payload. Raises UnreadableBody (a 400) when it does not parse."""
+        return claim
 
     def verify(self, candidates: tuple[Store, ...], headers: Mapping[str, str], body: bytes) -> Verdict:
         """The store whose secret signed this body, or why none did."""
@@ -147,7 +189,7 @@ class Shopify(Platform):
     topics = frozenset({"products/create", "products/update"})
     signature_header = "x-shopify-hmac-sha256"
 
-    def claim(self, headers: Mapping[str, str], body: bytes) -> Claim:
+    def claim(self, headers: Mapping[str, str]) -> Claim:
         return Claim(headers.get("x-shopify-webhook-id"), headers.get("x-shopify-topic"),
                      headers.get("x-shopify-shop-domain"))
 
@@ -176,7 +218,7 @@ class WooCommerce(Platform):
     signature_header = "x-wc-webhook-signature"
     _PING = re.compile(rb"webhook_id=(\d+)")
 
-    def claim(self, headers: Mapping[str, str], body: bytes) -> Claim:
+    def claim(self, headers: Mapping[str, str]) -> Claim:
         return Claim(headers.get("x-wc-webhook-delivery-id"), headers.get("x-wc-webhook-topic"),
                      headers.get("x-wc-webhook-source"))
 
@@ -205,13 +247,13 @@ class BigCommerce(Platform):
     topics = frozenset({"store/product/created", "store/product/updated"})
     signature_header = "x-product-studio-token"
 
-    def claim(self, headers: Mapping[str, str], body: bytes) -> Claim:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return Claim(None, None, None)
-        if not isinstance(doc, dict):
-            return Claim(None, None, None)
+    source_in_body = True  # the token is checked against every BigCommerce store, then the payload read
+
+    def claim(self, headers: Mapping[str, str]) -> Claim:
+        return Claim(None, None, None)  # all of it is in the payload, read once the token is checked
+
+    def read_claim(self, claim: Claim, body: bytes) -> Claim:
+        doc = json_object(body, "the payload")
         producer = str(doc.get("producer") or "")
         return Claim(_text(doc.get("hash")), _text(doc.get("scope")),
                      producer.removeprefix("stores/") if producer.startswith("stores/") else None)
@@ -250,12 +292,11 @@ class Generic(Platform):
     topics = frozenset({"product"})
     signature_header = callbacks.HEADER.lower()
 
-    def claim(self, headers: Mapping[str, str], body: bytes) -> Claim:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return Claim(None, "product", None)
-        return Claim(_text(doc.get("id")) if isinstance(doc, dict) else None, "product", None)
+    def claim(self, headers: Mapping[str, str]) -> Claim:
+        return Claim(None, "product", None)  # the id is in the body, read once the signature is checked
+
+    def read_claim(self, claim: Claim, body: bytes) -> Claim:
+        return Claim(_text(json_object(body, "the body").get("id")), "product", None)
 
     def verify(self, candidates: tuple[Store, ...], headers: Mapping[str, str], body: bytes) -> Verdict:
         verdict = super().verify(candidates, headers, body)

@@ -89,9 +89,10 @@ def normal_source(value: str) -> str:
 class Stores:
     by_platform: dict[str, tuple[Store, ...]]
 
-    def candidates(self, platform: str, source: str | None) -> tuple[Store, ...]:
-        """The stores a delivery on `platform` from `source` may belong to; its signature says which."""
-        found = [s for s in self.by_platform.get(platform, ()) if s.serves(source)]
+    def candidates(self, platform: str, source: str | None, *, any_source: bool = False) -> tuple[Store, ...]:
+        """The stores a delivery on `platform` from `source` may belong to; its signature says which.
+        `any_source`: every store of the platform (its source is only known once the body is read)."""
+        found = [s for s in self.by_platform.get(platform, ()) if any_source or s.serves(source)]
         return tuple(sorted(found, key=lambda s: s.source is None))  # a store named by its source first
 
     def named(self, platform: str, name: str | None) -> Store | None:
