@@ -73,7 +73,10 @@ def process(
     detector: Annotated[str | None, typer.Option(help="edge detector for control.png")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
 ) -> None:
-    """Cut out each photo and write one file per target into OUT/<photo>/."""
+    """Cut out each photo and write one file per target into OUT/<photo>/.
+
+    A photo with a mask chosen in touch-up (the installation's own jobs) is cut out with it."""
+    from .jobs.masks import chosen_alpha
     from .pipeline.ingest import load_path
     from .pipeline.process import process_photo
 
@@ -100,8 +103,9 @@ def process(
             try:
                 source = load_path(path, settings)
                 source = dataclasses.replace(source, name=name)
+                mask = chosen_alpha(source.sha256, source.width, source.height, settings=settings)
                 result = process_photo(source, targets, out_dir, scene=scene, seed=seed, detector=detector,
-                                       settings=settings)
+                                       mask=mask, settings=settings)
             except ProductStudioError as exc:
                 progress.console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
                 table.add_row(path.name, "-", "-", "-", f"[red]error: {exc}[/red]", f"{time.perf_counter() - t0:.2f}")

@@ -102,8 +102,10 @@ def test_a_later_job_of_the_same_photo_uses_the_chosen_mask(api, coffee_rgb, pho
     mask[100:300, 200:400] = 255
     assert client.put(f"/api/v1/assets/{asset_id}/mask", headers=auth | {"Content-Type": "image/png"},
                       content=png(mask)).status_code == 202
-    r = client.post("/api/v1/jobs", headers=auth, data={"targets": "etsy"},
+    # The same photo and targets again: not the earlier job found again, but one made with the mask.
+    r = client.post("/api/v1/jobs", headers=auth, data={"targets": ["ebay", "shopify-square"]},
                     files=[("files", ("same-photo.jpg", photo_bytes(coffee_rgb), "image/jpeg"))])
+    assert r.json()["created"] is True and r.json()["id"] != job_id
     run_job(r.json()["id"])
     other = client.get(f"/api/v1/jobs/{r.json()['id']}", headers=auth).json()["assets"][0]
     assert other["mask_version"] == 1 and np.array_equal(cutout_alpha(other["id"]), mask)
@@ -227,3 +229,40 @@ def test_the_touch_up_page_previews_saves_and_restores(api):
     assert r.status_code == 303
     run_job(job_id)
     assert "your mask" not in client.get(f"/jobs/{job_id}").text
+
+
+def test_process_and_batch_reruns_use_the_chosen_mask(api, tmp_path, coffee_rgb, photo_bytes):
+    """The in-process doors read the same masks: `process`, and `batch`, whose rerun into the same
+    folder renders a photo again when its chosen mask changed since (and only then)."""
+    from typer.testing import CliRunner
+
+    from product_studio.cli import app
+
+    client, auth, job_id, asset_id = api
+    runner = CliRunner(env={"COLUMNS": "200"})
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "coffee.jpg").write_bytes(photo_bytes(coffee_rgb))
+    mask = np.zeros((400, 600), np.uint8)
+    mask[100:300, 200:400] = 255
+    assert client.put(f"/api/v1/assets/{asset_id}/mask", headers=auth | {"Content-Type": "image/png"},
+                      content=png(mask)).status_code == 202
+
+    def alpha(path):
+        return np.asarray(Image.open(path))[..., 3]
+
+    r = runner.invoke(app, ["process", str(photos / "coffee.jpg"), "-t", "ebay", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(alpha(tmp_path / "p" / "coffee" / "cutout.png"), mask)
+
+    out = tmp_path / "b"
+    r = runner.invoke(app, ["batch", str(photos), "--out", str(out), "-t", "ebay"])
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(alpha(out / "coffee" / "cutout.png"), mask)
+    again = runner.invoke(app, ["batch", str(photos), "--out", str(out), "-t", "ebay"])
+    assert again.exit_code == 0 and "1 of 1 image(s) already done" in again.output, again.output
+    run_job(job_id)
+    assert client.post(f"/api/v1/assets/{asset_id}/mask/restore", headers=auth, json={"version": 0}).status_code == 202
+    r = runner.invoke(app, ["batch", str(photos), "--out", str(out), "-t", "ebay"])
+    assert r.exit_code == 0, r.output
+    assert not np.array_equal(alpha(out / "coffee" / "cutout.png"), mask)  # the models' again

@@ -43,6 +43,7 @@ class RenderJob:
     detector: str | None
     title: str | None
     category: str | None
+    mask_key: str | None = None  # the photo's chosen mask (touch-up), as the run's plan saw it
 
 
 _worker_settings: Settings | None = None
@@ -68,7 +69,9 @@ def _image_size(image: bytes | Path) -> tuple[int, int]:
 
 
 def render(job: RenderJob, settings: Settings | None = None) -> Rendered | Failed:
-    """Cut out and render one image into parent/name/ (built aside, swapped in whole)."""
+    """Cut out and render one image into parent/name/ (built aside, swapped in whole), with its
+    chosen mask when it has one."""
+    from ..jobs.masks import load_mask
     from ..pipeline.ingest import load_bytes
     from ..pipeline.process import process_photo
     from ..presets import get_target
@@ -76,9 +79,10 @@ def render(job: RenderJob, settings: Settings | None = None) -> Rendered | Faile
     settings = settings or _worker_settings or get_settings()
     try:
         source = dataclasses.replace(load_bytes(job.data, job.label, settings), name=job.name)
+        mask = load_mask(job.mask_key, source.width, source.height, settings) if job.mask_key else None
         result = process_photo(source, [get_target(t) for t in job.targets], Path(job.parent), scene=job.scene,
                                seed=job.seed, detector=job.detector, title=job.title, category=job.category,
-                               settings=settings)
+                               mask=mask, settings=settings)
         files = [OutputFile(name, target, *_image_size(result.folder / name), (result.folder / name).stat().st_size)
                  for name, target in (("cutout.png", "cutout"), ("control.png", "control"))]
     except Exception as exc:

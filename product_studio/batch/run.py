@@ -117,6 +117,7 @@ class _Run:
         self.in_flight: dict[Future, Task] = {}
         self.capacity = 64 if options.via_celery else options.jobs + 1  # images sent ahead of the results
         self.touched: set[str] = set()  # products with an item finished this run
+        self.masks: dict[str, str] = {}  # photo SHA-256 -> its chosen mask's key (touch-up), read at start
 
     def _generative(self) -> bool:
         """Whether a target is painted by a diffusion model, whose prompt names the product."""
@@ -136,7 +137,7 @@ class _Run:
     def record_done(self, task: Task, outcome: Rendered, copied: bool) -> None:
         item = task.item
         self.journal.append({"v": JOURNAL_VERSION, "key": self.key(item), "status": "done", "sha256": task.sha,
-                             "dedupe": task.dedupe, "files": [dataclasses.asdict(f) for f in outcome.files],
+                             "mask": self.masks.get(task.sha), "dedupe": task.dedupe, "files": [dataclasses.asdict(f) for f in outcome.files],
                              "at": time.time()})
         self.valid.add(self.key(item))
         self.touched.add(item.product)
@@ -199,6 +200,9 @@ class _Run:
             remove_leftovers(self.out)
             self.journal = Journal(state / "journal.jsonl")
             try:
+                from ..jobs.masks import chosen_keys
+
+                self.masks = chosen_keys(None, self.settings)  # the installation's own (store-less) jobs
                 pending = self._plan()
                 self.reporter.start(len(self.catalogue.items), self.summary.resumed)
                 with _interrupts(self):
@@ -220,6 +224,8 @@ class _Run:
         for item in self.catalogue.items:
             record = self.journal.records.get(self.key(item))
             files = tuple(OutputFile(**f) for f in record["files"]) if record and record["status"] == "done" else ()
+            if files and record.get("mask") != self.masks.get(record.get("sha256", "")):
+                files = ()  # a mask was chosen (or restored) in touch-up since: render it again
             if files and all((self.out / item.folder / f.name).is_file() for f in files):
                 self.valid.add(self.key(item))
                 self.summary.resumed += 1
@@ -305,7 +311,7 @@ class _Run:
             item, o = task.item, self.options
             folder = self.out / item.folder
             job = RenderJob(loaded.data, item.source, str(folder.parent), folder.name, tuple(dict.fromkeys(o.targets)),
-                            o.scene, o.seed, o.detector, item.title, item.category)
+                            o.scene, o.seed, o.detector, item.title, item.category, self.masks.get(task.sha))
             self.in_flight[engine.submit(job)] = task
 
     def _settle(self, task: Task, outcome: Rendered | Failed) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,17 +53,42 @@ def versions(session: Session, store: str | None, sha256: str) -> list[Mask]:
                                 .order_by(Mask.version.desc())))
 
 
-def chosen_key(sha256: str, store: str | None = None, settings: Settings | None = None) -> tuple[int, str] | None:
-    """(version, blob key) of the photo's chosen mask, or None when the models' cut-out is to be
-    used (no mask, or the newest version restores the models'). For the in-process doors: an
-    installation whose embedded SQLite database does not exist yet has no masks, and none is made."""
+def chosen_alpha(sha256: str, width: int, height: int, store: str | None = None,
+                 settings: Settings | None = None) -> np.ndarray | None:
+    """The photo's chosen mask as a (height, width) uint8 alpha matte, or None when the models'
+    cut-out is to be used: for the in-process doors (`process`)."""
+    key = chosen_keys(store, settings, only=[sha256]).get(sha256)
+    return load_mask(key, width, height, settings) if key else None
+
+
+def _has_database(settings: Settings) -> bool:
+    """False for an installation whose embedded SQLite database was never made (it has no masks,
+    and a one-off `process` should not make it)."""
+    return bool(settings.database_url) or (settings.data_dir / "product-studio.db").exists()
+
+
+def chosen_keys(store: str | None = None, settings: Settings | None = None, *,
+                only: Collection[str] | None = None) -> dict[str, str]:
+    """{photo SHA-256: blob key of its chosen mask} for every photo of a store that has one (the
+    models' cut-out restored counts as none), or for the photos (SHA-256s) `only`: one query for a
+    whole batch or job."""
     settings = settings or get_settings()
-    url = settings.database
-    if url.startswith("sqlite:///") and not settings.database_url and not (settings.data_dir / "product-studio.db").exists():
-        return None
+    if not _has_database(settings):
+        return {}
+    query = select(Mask.sha256, Mask.key).where(Mask.store == scope(store)).order_by(Mask.version)
+    if only is not None:
+        query = query.where(Mask.sha256.in_(list(only)))
     with runtime.database(settings).session() as s:
-        mask = chosen(s, store, sha256)
-        return (mask.version, mask.key) if mask is not None and mask.key != MODELS else None
+        newest: dict[str, str] = {}
+        for sha, key in s.execute(query):
+            newest[sha] = key
+    return {sha: key for sha, key in newest.items() if key != MODELS}
+
+
+def load_mask(key: str, width: int, height: int, settings: Settings | None = None) -> np.ndarray:
+    """A stored mask version's blob as a (height, width) uint8 alpha matte. Raises BadInput when it
+    does not fit the photo (it always does for the photo it was saved for)."""
+    return decode_mask(runtime.store(settings or get_settings()).get(key), width, height)
 
 
 def encode_mask(alpha: np.ndarray) -> bytes:

@@ -59,12 +59,14 @@ class PhotoResult:
 
 def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene: str | None = None,
                   seed: int = 0, detector: str | None = None, title: str | None = None,
-                  category: str | None = None, settings: Settings | None = None) -> PhotoResult:
+                  category: str | None = None, mask: np.ndarray | None = None,
+                  settings: Settings | None = None) -> PhotoResult:
     """Write cutout.png, control.png and one file per target into out_dir/<source.name>/.
 
     control.png is drawn with `detector` (default: the configured one) on the plan's control
     target's canvas; generative variants use the configured detector's control image for their
-    own canvas, each made once. Raises UnknownName (unknown scene) before any work, and the
+    own canvas, each made once. `mask`: the photo's chosen mask ((H, W) uint8, jobs/masks.py),
+    which replaces the models. Raises UnknownName (unknown scene) before any work, and the
     stages' errors (ModelUnavailable, BadInput...) leaving the previous folder in place."""
     started = time.perf_counter()
     settings = settings or get_settings()
@@ -92,7 +94,7 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
 
     with staged_folder(folder) as stage:
         with timer("cutout"):
-            cut = make_cutout(source.rgb, source.alpha, settings)
+            cut = make_cutout(source.rgb, source.alpha, settings, mask=mask)
         cutout, result.quality = cut.rgba, cut.quality
         result.review_reason = cut.quality.review_reason(settings.cutout_review_below)
 
