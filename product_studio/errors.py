@@ -6,6 +6,8 @@ and whether a worker should retry it.
 
 from __future__ import annotations
 
+import json
+
 
 class ProductStudioError(Exception):
     """Base class: a one-line, user-facing message; never a traceback."""
@@ -49,3 +51,40 @@ class TransientError(ProductStudioError):
     exit_code = 4
     http_status = 503
     retryable = True
+
+
+
+# Exceptions from outside the package that the same input always raises again: a retry runs the
+# same code on the same bytes. "DataError" is the DB-API name (psycopg, SQLAlchemy) for a value the
+# database refuses (a NUL in a text column, a number out of range); it is matched by class name so
+# that this base module imports no driver.
+_UNREADABLE = (RecursionError, UnicodeError, json.JSONDecodeError)
+_REFUSED_BY_DATABASE = "DataError"
+
+
+def classify(exc: BaseException) -> ProductStudioError:
+    """`exc` as the one typed error every door and task acts on; `.retryable` says whether a
+    retry can help.
+
+    - A ProductStudioError is returned as it is (its class decides).
+    - Input that cannot be read is BadInput, permanent: RecursionError (arrays or objects nested
+      deeper than a parser's recursion allows, e.g. a 1,000-deep JSON body), UnicodeError, a JSON
+      syntax error (json.JSONDecodeError), a value the database refuses (DB-API DataError).
+    - Anything else (a database or broker restarting, a network error, an exception nobody
+      foresaw) is TransientError, "TypeName: first line of its message": it may pass, so callers
+      retry it a bounded number of times, then record it as failed.
+
+    Never raises; the message is one line of at most about 450 characters.
+    """
+    if isinstance(exc, ProductStudioError):
+        return exc
+    lines = str(exc).strip().splitlines()
+    detail = lines[0][:400] if lines else ""
+    name = type(exc).__name__
+    if isinstance(exc, RecursionError):
+        return BadInput(f"the input is nested too deeply to be read ({detail or name})")
+    if isinstance(exc, _UNREADABLE):
+        return BadInput(f"the input cannot be read: {name}: {detail}")
+    if any(c.__name__ == _REFUSED_BY_DATABASE for c in type(exc).__mro__):
+        return BadInput(f"the database refuses this input: {detail}")
+    return TransientError(f"{name}: {detail}" if detail else name)

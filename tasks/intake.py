@@ -15,8 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from product_studio.backoff import delay
 from product_studio.config import get_settings
-from product_studio.errors import ProductStudioError, TransientError
-from product_studio.jobs.recovery import is_permanent
+from product_studio.errors import TransientError, classify
 from product_studio.webhooks import intake
 
 from .celery_app import app
@@ -42,16 +41,20 @@ def batch(delivery_ids: list[str]) -> None:
 
 @app.task(bind=True, name="intake.delivery", max_retries=MAX_RETRIES)
 def delivery(self, delivery_id: str) -> str:
+    """Run one delivery. What a retry can fix (errors.classify: storage, network, database
+    trouble, the unforeseen) is retried with backoff, then failed with "gave up after N attempts";
+    what it cannot (bad input, a body that cannot be read) fails at once, on the first attempt."""
     try:
         return intake.run_delivery(delivery_id, enqueue)
     except Exception as exc:
         if isinstance(exc, SoftTimeLimitExceeded):
             exc = TransientError(f"timed out after {app.conf.task_soft_time_limit} s")
-        if not is_permanent(exc) and self.request.retries < MAX_RETRIES:
+        error = classify(exc)
+        if error.retryable and self.request.retries < MAX_RETRIES:
             intake.release_delivery(delivery_id)  # the retry must be able to take it again
             raise self.retry(exc=exc, countdown=delay(self.request.retries)) from None
-        reason = str(exc) if isinstance(exc, ProductStudioError) else f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, TransientError) or not isinstance(exc, ProductStudioError):
+        reason = str(error)
+        if error.retryable:
             reason = f"gave up after {self.request.retries + 1} attempts: {reason}"
         intake.fail_delivery(delivery_id, reason)
         return "failed"

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..config import Settings, get_settings
-from ..errors import BadInput, ModelUnavailable, UnknownName
+from ..errors import BadInput, ModelUnavailable, ProductStudioError, TransientError, UnknownName
 from ..scenes import ScenePreset
 from . import model_cache
 
@@ -88,9 +88,19 @@ def cache_key(settings: Settings) -> tuple:
             s.diffusion_scheduler, s.device, _dtype_name(s), s.diffusion_cpu_offload)
 
 
-def _unavailable(what: str, ident: str, env: str, settings: Settings, exc: Exception) -> ModelUnavailable:
-    lines = str(exc).strip().splitlines()
-    reason = type(exc).__name__ + (f": {lines[0][:160]}" if lines else "")
+def _load_failed(what: str, ident: str, env: str, settings: Settings, exc: Exception) -> ProductStudioError:
+    """A loader's failure as ModelUnavailable (permanent: the model is truly absent, see
+    model_cache.is_absent) or TransientError (retried: the hub answered 5xx or timed out, or a
+    file is there but not whole, e.g. a half-written cache)."""
+    def line(e: BaseException) -> str:
+        lines = str(e).strip().splitlines()
+        return type(e).__name__ + (f": {lines[0][:160]}" if lines else "")
+
+    first = model_cache.causes(exc)[-1]  # loaders wrap the cause (a 503, a cut-off file) in an OSError
+    reason = line(exc) + (f"; caused by {line(first)}" if first is not exc else "")
+    if not model_cache.is_absent(exc, ident, offline=settings.offline):
+        return TransientError(f"diffusion {what} {ident!r} could not be loaded this time ({reason}); "
+                              "a later try may succeed")
     offline = (" Offline mode is on (PRODUCT_STUDIO_OFFLINE): only local folders and models already in the"
                " Hugging Face cache can be used." if settings.offline else "")
     return ModelUnavailable(f"diffusion {what} {ident!r} cannot be loaded ({reason}).{offline} "
@@ -115,7 +125,12 @@ def _check_fit(pipe, settings: Settings) -> None:
 
 
 def load_pipeline(settings: Settings | None = None):
-    """Build the ControlNet inpaint pipeline the settings describe (uncached: see get_pipeline)."""
+    """Build the ControlNet inpaint pipeline the settings describe (uncached: see get_pipeline).
+
+    Raises UnknownName (kind, dtype, scheduler), ModelUnavailable when the model, ControlNet or
+    LoRA is truly absent or does not fit (configuration must change), TransientError when loading
+    failed in a way a later try may not (hub 5xx, timeout, a file not yet whole).
+    """
     settings = settings or get_settings()
     kind = settings.diffusion_kind
     if kind not in PIPELINES:
@@ -138,7 +153,7 @@ def load_pipeline(settings: Settings | None = None):
         controlnet = diffusers.ControlNetModel.from_pretrained(
             settings.diffusion_controlnet, dtype=dtype, local_files_only=local)
     except Exception as exc:  # hub, offline and file errors come in many types
-        raise _unavailable("ControlNet", settings.diffusion_controlnet, "PRODUCT_STUDIO_DIFFUSION_CONTROLNET",
+        raise _load_failed("ControlNet", settings.diffusion_controlnet, "PRODUCT_STUDIO_DIFFUSION_CONTROLNET",
                            settings, exc) from None
     # Product photos: no safety checker (SDXL has none to switch off).
     extra = {"safety_checker": None, "requires_safety_checker": False} if kind == "sd15" else {}
@@ -146,14 +161,14 @@ def load_pipeline(settings: Settings | None = None):
         pipe = getattr(diffusers, PIPELINES[kind]).from_pretrained(
             settings.diffusion_model, controlnet=controlnet, dtype=dtype, local_files_only=local, **extra)
     except Exception as exc:
-        raise _unavailable("model", settings.diffusion_model, "PRODUCT_STUDIO_DIFFUSION_MODEL", settings, exc) from None
+        raise _load_failed("model", settings.diffusion_model, "PRODUCT_STUDIO_DIFFUSION_MODEL", settings, exc) from None
     _check_fit(pipe, settings)
 
     if settings.diffusion_lora:
         try:  # needs the peft package
             pipe.load_lora_weights(settings.diffusion_lora, local_files_only=local)
         except Exception as exc:
-            raise _unavailable("LoRA", settings.diffusion_lora, "PRODUCT_STUDIO_DIFFUSION_LORA", settings, exc) from None
+            raise _load_failed("LoRA", settings.diffusion_lora, "PRODUCT_STUDIO_DIFFUSION_LORA", settings, exc) from None
         pipe.fuse_lora()  # baked into the weights: no per-step adapter cost
         pipe.unload_lora_weights()  # drops the adapter layers, keeps the fused weights
     if dtype == torch.float32 and pipe.vae.config.get("force_upcast"):
@@ -170,7 +185,8 @@ def load_pipeline(settings: Settings | None = None):
 
 
 def get_pipeline(settings: Settings | None = None):
-    """The pipeline for these settings, loaded once per process."""
+    """The pipeline for these settings, loaded once per process. A failed load is not cached:
+    the next call tries again. Raises as load_pipeline."""
     settings = settings or get_settings()
     return model_cache.get(cache_key(settings), lambda: load_pipeline(settings))
 
