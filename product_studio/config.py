@@ -63,7 +63,10 @@ class Settings(BaseSettings):
     diffusion_steps: int = Field(30, ge=1)
     diffusion_guidance: float = Field(7.0, ge=0)
     diffusion_conditioning_scale: float = Field(0.8, ge=0)
-    diffusion_variants: int = Field(1, ge=1, le=8, description="images per call (num_images_per_prompt)")
+    # Retired: it never had an effect (issue 17): a generative target makes one image per seed, and more
+    # per call would need a variant row, key, file and callback entry per image in every door. Kept,
+    # out of dumps and keys, only to refuse a value that would be silently ignored.
+    diffusion_variants: int | None = Field(None, exclude=True, description="retired: unset, or 1")
     diffusion_dtype: str | None = Field(None, description="float16/bfloat16/float32; default fp16 on CUDA, fp32 on CPU")
     diffusion_cpu_offload: bool = Field(False, description="enable_model_cpu_offload() for small GPUs")
 
@@ -126,6 +129,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             return json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
+    @field_validator("diffusion_variants")
+    @classmethod
+    def _retired_variants(cls, value: int | None) -> int | None:
+        """PRODUCT_STUDIO_DIFFUSION_VARIANTS is retired: any value but 1 is refused at start (ValueError)."""
+        if value not in (None, 1):
+            raise ValueError("PRODUCT_STUDIO_DIFFUSION_VARIANTS is retired: each generative target makes one "
+                             "image per seed; for more images use other seeds (--seed, the API's seed, "
+                             "regenerate), and unset it")
         return value
 
     @property

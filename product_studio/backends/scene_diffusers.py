@@ -260,15 +260,19 @@ def _fill_from_background(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
 # --- generation --------------------------------------------------------------------------------
 
 def generate(placement: Placement, control: np.ndarray, preset: ScenePreset, *, seed: int,
-             variants: int | None = None, title: str | None = None, category: str | None = None,
+             variants: int = 1, title: str | None = None, category: str | None = None,
              settings: Settings | None = None) -> list[GeneratedScene]:
-    """Background variants around the placed product, seeds seed, seed+1, ... (one pipeline call).
+    """`variants` (1-8) background images around the placed product, seeds seed, seed+1, ... (one
+    pipeline call; image i is reproduced alone by seed + i). The pipeline makes one per target
+    (`paint`); no setting changes that.
 
     `control` is the (H, W, 3) uint8 control image in canvas coordinates (pipeline.edges). Each
-    result is the whole canvas; composite the real product on top of it.
+    result is the whole canvas; composite the real product on top of it. Raises BadInput for
+    `variants` out of range, ValueError for a control image of the wrong shape, and what
+    get_pipeline raises.
     """
     settings = settings or get_settings()
-    n = variants or settings.diffusion_variants
+    n = variants
     if not 1 <= n <= 8:
         raise BadInput(f"variants must be between 1 and 8, not {n}")
     W, H = placement.width, placement.height
