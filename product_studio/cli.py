@@ -339,6 +339,7 @@ def serve(
     import uvicorn
 
     from .web.app import create_app
+    from .web.server import uvicorn_options
 
     _first_admin()
     child = None
@@ -357,7 +358,9 @@ def serve(
                 child.kill()
 
     try:
-        uvicorn.run(create_app(on_shutdown=stop_worker), host=host, port=port, log_level="info")
+        # Read deadlines and forwarded headers from the settings (web/server.py).
+        uvicorn.run(create_app(on_shutdown=stop_worker), host=host, port=port, log_level="info",
+                    **uvicorn_options(get_settings()))
     finally:
         stop_worker()
 

@@ -89,7 +89,25 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = Field(True, description="Secure cookie flag: browsers send it over HTTPS (and "
                                                           "to localhost) only; false only behind plain-HTTP proxies")
     session_max_age: int = Field(12 * 3600, ge=60, description="seconds a sign-in lasts")
-    login_rate_limit: str = Field("5/minute", description="failed sign-ins allowed per client and username")
+    login_rate_limit: str = Field("5/minute", description="failed sign-ins allowed per username, and per client "
+                                                          "address (limits notation, e.g. 5/minute)")
+    rate_limit_storage: str | None = Field(None, description="where sign-in and regeneration counts live, shared by "
+                                                             "every web process: a `limits` storage URI (redis://, "
+                                                             "memcached://, memory://); default the broker's Redis "
+                                                             "when the broker is Redis, else memory:// (one process)")
+    regenerate_limit_per_variant: str = Field("20/hour", description="regenerations of one photo's variant for one "
+                                                                     "target in a moving window; more get 429")
+    regenerate_limit_per_job: str = Field("200/hour", description="regenerations within one job in a moving window; "
+                                                                  "more get 429")
+    read_timeout: float = Field(20.0, gt=0, description="seconds a client has to send a request's headers, and its "
+                                                        "body beyond read_min_rate; slower clients are dropped")
+    read_min_rate: int = Field(1024, ge=1, description="bytes a second a request body must average once "
+                                                       "read_timeout has passed (an upload of 200 MiB at this rate "
+                                                       "takes 56 hours: it is a floor, not a speed)")
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="proxies whose X-Forwarded-For / X-Forwarded-Proto are believed "
+                                          "(addresses or CIDRs, comma-separated); empty: none, the client is the "
+                                          "peer address")
     max_upload_files: int = Field(50, ge=1, description="photos per upload")
     max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1, description="bytes per upload request, all photos")
     templates_dir: Path = Field(Path(__file__).resolve().parent.parent / "templates", description="Jinja templates")
@@ -122,7 +140,19 @@ class Settings(BaseSettings):
     webhook_queue: str = Field("cpu-intake", description="Celery queue of webhook intake (fetching, job creation); "
                                                          "e.g. 'webhooks' for workers of their own")
 
-    @field_validator("fetch_allow", "webhook_targets", "webhook_scenes", mode="before")
+    @field_validator("login_rate_limit", "regenerate_limit_per_variant", "regenerate_limit_per_job")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        """A rate in the `limits` notation ("5/minute", "20 per hour"): refused at start if it does not parse."""
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate like 5/minute or 20 per hour") from None
+        return value
+
+    @field_validator("fetch_allow", "webhook_targets", "webhook_scenes", "forwarded_allow_ips", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         """Lists from the environment: "a,b" (or a JSON array)."""
@@ -148,6 +178,16 @@ class Settings(BaseSettings):
     @property
     def storage(self) -> str:
         return self.storage_url or str(self.data_dir / "blobs")
+
+    @property
+    def rate_limits(self) -> str:
+        """The `limits` storage URI for sign-in and regeneration counts: rate_limit_storage, else
+        the broker's Redis when the broker is Redis, else memory:// (this process only)."""
+        if self.rate_limit_storage:
+            return self.rate_limit_storage
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return "memory://"
 
     def secret(self, name: str = "storage") -> str:
         """A signing secret: the configured one, or one generated once into data_dir (mode 0600)."""

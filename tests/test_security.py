@@ -219,3 +219,211 @@ def test_bigcommerce_token_must_belong_to_the_store_the_payload_names(monkeypatc
     crossed = post("north", "south")
     assert crossed.status_code == 401 and "this token is not for" in crossed.json()["reason"]
     assert post("west", "north").status_code == 401
+
+
+# --- 5. every door validates the same way; 6. regenerations are capped ---------------------------
+
+UNICODE_NAME = "ünïcødé 商品 .jpg"
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, coffee_rgb_module):
+    """One finished job (two targets) of a photo with a non-Latin-1 name, on an app whose
+    regeneration caps are small: 3 per photo and target, 5 per job, a minute."""
+    from tests.web_helpers import run_job
+
+    with pytest.MonkeyPatch.context() as mp:
+        app, key = fresh_app(mp, tmp_path_factory.mktemp("studio"), REGENERATE_LIMIT_PER_VARIANT="3/minute",
+                             REGENERATE_LIMIT_PER_JOB="5/minute")
+        client = TestClient(app, base_url="https://testserver")
+        api = {"Authorization": f"Bearer {key}"}
+        photo = _jpeg(coffee_rgb_module[::4, ::4])
+        r = client.post("/api/v1/jobs", headers=api, files=[("files", (UNICODE_NAME, photo, "image/jpeg"))],
+                        data={"targets": ["ebay", "shopify-square"]})
+        assert r.status_code == 202, r.text
+        run_job(r.json()["id"])
+        variants = client.get(f"/api/v1/jobs/{r.json()['id']}/variants", headers=api).json()
+        assert [v["status"] for v in variants] == ["done", "done"], variants
+        sign_in(client)
+        yield client, api, [v["id"] for v in variants]
+
+
+@pytest.fixture(scope="module")
+def coffee_rgb_module():
+    from skimage import data
+
+    return np.ascontiguousarray(data.coffee())
+
+
+def _jpeg(rgb) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_non_latin1_photo_names_download_with_an_ascii_fallback_and_filename_star(studio):
+    """RFC 6266 / RFC 8187: the name reaches every client, from the API and from the pages."""
+    from urllib.parse import unquote
+
+    client, api, (variant, _) = studio
+    for url, headers in ((f"/api/v1/variants/{variant}/download", api), (f"/variants/{variant}/download", {})):
+        r = client.get(url, headers=headers)
+        assert r.status_code == 200 and r.content[:2] == b"\xff\xd8", (url, r.status_code, r.text[:200])
+        disposition = r.headers["content-disposition"]
+        assert disposition.isascii()
+        fallback = disposition.split('filename="', 1)[1].split('"', 1)[0]
+        assert fallback.startswith("unic_de_") and fallback.endswith(".jpg"), disposition
+        star = unquote(disposition.split("filename*=UTF-8''", 1)[1])
+        assert star.startswith("ünïcødé") and "商品" in star and star.endswith(".jpg"), disposition
+
+
+@pytest.mark.parametrize("seed", ["²", "١٢", "12", " 7 ", "-1", "4294967296", "1e3", "0x10", "seven", "9" * 5000])
+def test_a_seed_is_accepted_or_refused_alike_by_page_and_api(monkeypatch, seed):
+    """Pages validate a regeneration with the API's own model: the same verdict, never a 500.
+    (Checked on a validator alone, so no regeneration is counted against the caps below.)"""
+    from pydantic import ValidationError
+
+    from product_studio.web.pages import form_model
+    from product_studio.web.schemas import Regenerate
+
+    try:
+        api_ok = Regenerate.model_validate_json(json.dumps({"seed": seed})).seed
+    except ValidationError:
+        api_ok = None
+    try:
+        page_ok = form_model(Regenerate, seed=seed.strip() or None).seed
+    except Exception as exc:  # noqa: BLE001
+        assert getattr(exc, "status_code", None) == 422, exc
+        page_ok = None
+    assert page_ok == api_ok
+
+
+def test_page_regenerate_with_a_bad_seed_is_422_never_500(studio):
+    from tests.web_helpers import csrf_of
+
+    client, _, (_, variant) = studio
+    token = csrf_of(client.get("/jobs").text)
+    for seed in ("²", "4294967296", "x"):
+        r = client.post(f"/variants/{variant}/regenerate", data={"seed": seed, "csrf_token": token},
+                        follow_redirects=False)
+        assert r.status_code == 422, (seed, r.status_code, r.text[:300])
+
+
+def test_regenerations_are_capped_per_variant_and_per_job(studio):
+    """3 a minute for one photo's target (also through regenerations of regenerations), 5 for the
+    job, whichever door asks; the answer is 429 with Retry-After."""
+    from tests.web_helpers import csrf_of
+
+    client, api, (first, second) = studio
+    answers = []
+    current = first
+    for _ in range(3):  # a chain: each regenerates the previous one's output
+        r = client.post(f"/api/v1/variants/{current}/regenerate", headers=api, json={})
+        answers.append(r.status_code)
+        if r.status_code == 202:  # the new variant must settle before it can be regenerated
+            _settle(r.json()["id"])
+            current = r.json()["id"]
+    over = client.post(f"/api/v1/variants/{first}/regenerate", headers=api, json={})
+    assert answers == [202, 202, 202] and over.status_code == 429, (answers, over.text)
+    assert int(over.headers["retry-after"]) >= 1 and "this photo's variant" in over.json()["error"]
+    # The other target has its own count, until the job's (5) runs out; the page door counts too.
+    token = csrf_of(client.get("/jobs").text)
+    page = [client.post(f"/variants/{second}/regenerate", data={"csrf_token": token}, follow_redirects=False)
+            .status_code for _ in range(3)]
+    assert page == [303, 303, 429], page
+    assert "this job" in client.post(f"/api/v1/variants/{second}/regenerate", headers=api, json={}).json()["error"]
+
+
+def _settle(variant_id: str) -> None:
+    """Render one new variant here, as a worker would."""
+    from product_studio.jobs import units
+
+    units.run_variant(variant_id)
+
+
+# --- 6. stalled clients are dropped ----------------------------------------------------------------
+
+@pytest.fixture
+def served(monkeypatch, tmp_path):
+    """The app under uvicorn as `serve` runs it (web/server.py's options), in a thread, with a
+    1 s read timeout and a 200 bytes/s floor; yields its port."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from product_studio.web.server import uvicorn_options
+
+    app, _ = fresh_app(monkeypatch, tmp_path, READ_TIMEOUT="1", READ_MIN_RATE="200",
+                       GENERIC_WEBHOOK_SECRET="slow-secret")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           **uvicorn_options(config.get_settings())))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _dribble(port: int, head: bytes, drip: bytes, limit: float = 6.0) -> tuple[float, bytes]:
+    """Send `head`, then `drip` one byte every 0.2 s; the seconds until the server answered or
+    closed the connection (`limit` if it never did), and what it sent."""
+    import socket
+    import time
+
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.2)
+        sent = 0
+        while time.monotonic() - start < limit:
+            try:
+                answer = sock.recv(4096)
+                return time.monotonic() - start, answer  # b"": closed
+            except TimeoutError:
+                pass
+            except OSError:
+                return time.monotonic() - start, b""
+            if drip:
+                try:
+                    sock.send(drip[sent % len(drip):][:1])
+                    sent += 1
+                except OSError:
+                    return time.monotonic() - start, b""
+    return limit, b""
+
+
+@pytest.mark.slow
+def test_clients_sending_a_byte_a_second_are_dropped(served):
+    """Headers, a body, or nothing at all, dribbled: each connection is answered 408 and closed
+    within about READ_TIMEOUT (1 s) plus a check's tick, not held; a normal request still works."""
+    import httpx
+
+    headers_seconds, headers_answer = _dribble(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-Slow: a\r\n")
+    body_seconds, body_answer = _dribble(
+        served, b"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n", b'{"id": "slow"}')
+    idle_seconds, idle_answer = _dribble(served, b"", b"")
+    assert headers_seconds < 3 and headers_answer.startswith(b"HTTP/1.1 408"), (headers_seconds, headers_answer)
+    assert body_seconds < 3 and body_answer.startswith(b"HTTP/1.1 408"), (body_seconds, body_answer)
+    assert idle_seconds < 3 and idle_answer.startswith(b"HTTP/1.1 408"), (idle_seconds, idle_answer)
+    assert httpx.get(f"http://127.0.0.1:{served}/healthz").json() == {"ok": True}
+    # A body at a fair pace (40 kB in 1.2 s: over 200 bytes/s) is not a stalled client.
+    import time
+
+    def paced():
+        for _ in range(6):
+            yield b" " * 8000
+            time.sleep(0.2)
+
+    r = httpx.post(f"http://127.0.0.1:{served}/webhooks/generic", content=paced(), timeout=10,
+                   headers={"Content-Type": "application/json", "Content-Length": "48000"})
+    assert r.status_code == 401  # read in full, then judged: not signed

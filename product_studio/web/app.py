@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import runtime
@@ -89,6 +90,12 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     async def _invalid(_, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"error": problems, "detail": jsonable(exc.errors())}, status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_, exc: ClientDisconnect) -> Response:
+        # The client left (or was dropped for sending too slowly, web/server.py) while its body
+        # was read: nobody is there to answer, and it is not a server error.
+        return Response(status_code=408)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(_, exc: SignInRequired) -> RedirectResponse:

@@ -24,7 +24,11 @@ def submit_job(uploads: list[Upload], **options) -> Submission:
 
 
 def regenerate_variant(variant_id: str, **options) -> Variant:
-    """jobs.regenerate(variant_id, **options), its step enqueued; the new (or existing) variant."""
+    """jobs.regenerate(variant_id, **options), its step enqueued; the new (or existing) variant.
+    Counted first (throttle.check_regeneration): over the limits it raises HTTPException 429."""
+    from .throttle import check_regeneration
+
+    check_regeneration(variant_id)
     variant, steps = regenerate(variant_id, **options)
     _enqueue(steps)
     return variant

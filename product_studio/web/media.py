@@ -4,7 +4,10 @@ ones, and small previews for the gallery."""
 from __future__ import annotations
 
 import io
+import re
+import unicodedata
 import zipfile
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -58,6 +61,30 @@ def variant_filename(variant: Variant) -> str:
     return f"{variant.asset.name}-{variant.target}-{variant.scene or 'default'}-{variant.seed}.{ext}"
 
 
+# RFC 8187 section 3.2.1 attr-char, beyond letters and digits: what filename*= may carry unencoded.
+_ATTR_CHARS = "!#$&+-.^_`|~"
+_PLAIN = re.compile(r"[A-Za-z0-9 !#$&'()+,\-.;=@\[\]^_`{}~]+")  # safe inside a quoted-string, as is
+
+
+def content_disposition(filename: str, disposition: str = "attachment") -> str:
+    """A Content-Disposition value naming `filename` for every client (RFC 6266 section 4.3):
+    `filename="<ASCII fallback>"` for old clients, plus `filename*=UTF-8''<percent-encoded>`
+    (RFC 8187, which obsoletes RFC 5987) whenever the name is not plain ASCII. The fallback
+    folds accents (NFKD) and turns anything else outside printable ASCII, quotes, backslashes and
+    path separators into "_". Header values must be Latin-1 for the server to send them at all
+    (a non-Latin-1 name in `filename=` was a 500); this one is always ASCII. Never raises."""
+    if not filename or _PLAIN.fullmatch(filename):
+        return f'{disposition}; filename="{filename or "download"}"'
+    fallback = "".join(_ascii(c) for c in filename) or "download"
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe=_ATTR_CHARS)}"
+
+
+def _ascii(char: str) -> str:
+    """One character of the ASCII fallback: itself if plain, its unaccented letter, else "_"."""
+    folded = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode("ascii")
+    return folded if folded and _PLAIN.fullmatch(folded) else "_"
+
+
 def variant_download(variant_id: str) -> Response:
     """One variant's file as an attachment named after its photo, target, scene and seed."""
     with runtime.database().session() as s:
@@ -68,7 +95,7 @@ def variant_download(variant_id: str) -> Response:
             raise BadInput(f"variant {variant.id} has no file yet ({variant.status})")
         key, name, ctype = variant.key, variant_filename(variant), variant.content_type
     return Response(runtime.store().get(key), media_type=ctype,
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                    headers={"Content-Disposition": content_disposition(name)})
 
 
 def approved_zip(job_id: str) -> tuple[bytes, int]:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ValidationError
 
 from .. import runtime
 from ..auth import authenticate, create_key, list_keys, revoke_key
@@ -181,11 +182,23 @@ def regenerate(request: Request, user: User, variant_id: str, scene: Annotated[s
     with runtime.database().session() as s:
         job_id = _job_of(s, variant_id)
     from .dispatch import regenerate_variant
+    from .schemas import Regenerate
 
-    if seed.strip() and not seed.strip().isdigit():
-        raise HTTPException(422, "a seed is a whole number")
-    new = regenerate_variant(variant_id, seed=int(seed) if seed.strip() else None, scene=scene or None)
+    # The API's own model, so both doors accept and refuse exactly the same seeds and scenes.
+    body = form_model(Regenerate, seed=seed.strip() or None, scene=scene or None)
+    new = regenerate_variant(variant_id, seed=body.seed, scene=body.scene)
     return back(f"/jobs/{job_id}#v-{new.id}")
+
+
+def form_model(model: type[BaseModel], **fields: object) -> BaseModel:
+    """A page form's fields validated by the JSON API's pydantic model for the same action, so
+    pages and API share one validation (pydantic's, in lax mode: "12" is 12, "²" is refused).
+    Raises HTTPException 422 naming each field's problem, as the API's answer does."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise HTTPException(422, problems) from None
 
 
 def _job_of(session, variant_id: str) -> str:
@@ -204,13 +217,13 @@ def download(user: User, variant_id: str) -> Response:
 
 @router.get("/jobs/{job_id}/approved.zip")
 def download_approved(user: User, job_id: str) -> Response:
-    from .media import approved_zip
+    from .media import approved_zip, content_disposition
 
     data, count = approved_zip(job_id)
     if not count:
         raise HTTPException(404, "no approved variants yet: approve some first")
     return Response(data, media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="job-{job_id[:8]}-approved.zip"'})
+                    headers={"Content-Disposition": content_disposition(f"job-{job_id[:8]}-approved.zip")})
 
 
 # What each kind of preview shows: a variant's file, or a photo's source.
