@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import ProductStudioError
+from ..files import recover_swaps
 
 STATE_DIR = ".batch"  # inside OUT; product names never start with a dot, so none can clash with it
 JOURNAL_VERSION = 2
@@ -78,7 +79,11 @@ def locked(state: Path) -> Iterator[None]:
 
 
 def remove_leftovers(out: Path) -> None:
-    """Staging folders of a run that was killed (the lock is ours: nobody else is writing them)."""
+    """After a run that was killed (the lock is ours: nobody else is writing here): first put back
+    every previous folder that a crash in the middle of a two-rename swap left only in its .old
+    folder (files.recover_swaps), then remove the staging folders. Raises OSError."""
+    for parent in (out, *(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))):
+        recover_swaps(parent)
     for pattern in (".*.part", ".*.old", "*/.*.part", "*/.*.old"):
         for p in out.glob(pattern):
             if p.is_dir():
