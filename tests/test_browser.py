@@ -1,15 +1,17 @@
 """The admin pages as a store admin uses them, in real headless Chromium (Debian's, driven by
 Playwright) against `product-studio serve` with its worker on the embedded defaults:
-sign in, upload two photos, wait for the variants, approve one, download the zip.
+sign in, upload two photos, wait for the variants, approve one, download the zip; and fix a bad
+cut-out with touch-up strokes, with a mouse and with a finger.
 
-Screenshots of the gallery (desktop and phone width) are saved in test-output/ (or
-$PRODUCT_STUDIO_TEST_OUTPUT)."""
+Screenshots of the gallery (desktop and phone width) and of touch-up are saved in test-output/
+(or $PRODUCT_STUDIO_TEST_OUTPUT)."""
 
 from __future__ import annotations
 
 import io
 import os
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -103,6 +105,117 @@ def test_sign_in_upload_review_and_download(server, browser, tmp_path, coffee_rg
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     phone.screenshot(path=str(OUTPUT / "gallery-phone.png"), full_page=False)
     assert errors == []
+
+
+def neighbour_photo() -> tuple[np.ndarray, np.ndarray]:
+    """(800x600 RGB photo, its true product mask): a horse-shaped product (scikit-image's horse
+    silhouette, filled with its coffee photo) beside a neighbour's product (a box of its rocket
+    photo), over its astronaut photo out of focus. The models keep the neighbour and the
+    astronaut's head too: the cut-out an admin has to fix."""
+    import cv2
+    from skimage import data
+
+    h, w = 600, 800
+    photo = cv2.GaussianBlur(cv2.resize(data.astronaut()[..., :3], (w, h)), (0, 0), 6)
+    truth = np.zeros((h, w), bool)
+    truth[150:478, 120:520] = cv2.resize((~data.horse()).astype(np.uint8), (400, 328),
+                                         interpolation=cv2.INTER_NEAREST).astype(bool)
+    neighbour = np.zeros((h, w), bool)
+    neighbour[200:520, 560:740] = True
+    photo[neighbour] = cv2.resize(data.rocket(), (w, h))[neighbour]
+    photo[truth] = cv2.resize(data.coffee(), (w, h))[truth]
+    return photo, truth
+
+
+def iou(mask_png: bytes, truth: np.ndarray) -> float:
+    kept = np.asarray(Image.open(io.BytesIO(mask_png)).convert("L")) >= 128
+    return float((kept & truth).sum() / (kept | truth).sum())
+
+
+def test_touch_up_fixes_the_cutout_and_the_variants_follow(server, browser, tmp_path):  # noqa: F811
+    import httpx
+
+    from tests.test_serve import api_key, jpeg
+
+    base = server.replace("127.0.0.1", "localhost")
+    auth = api_key(tmp_path)
+    rgb, truth = neighbour_photo()
+    r = httpx.post(f"{server}/api/v1/jobs", headers=auth, data={"targets": ["shopify-square", "ebay"]},
+                   files=[("files", ("horse.jpg", jpeg(rgb), "image/jpeg"))])
+    job_id = r.json()["id"]
+    deadline = time.time() + 240
+    while (doc := httpx.get(f"{server}/api/v1/jobs/{job_id}", headers=auth).json())["status"] != "done":
+        assert time.time() < deadline, doc
+        time.sleep(1)
+    asset_id = doc["assets"][0]["id"]
+    before = {v["id"]: v for v in doc["assets"][0]["variants"]}
+    iou_before = iou(httpx.get(f"{server}/api/v1/assets/{asset_id}/mask", headers=auth).content, truth)
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sign_in_page(page, base, tmp_path)
+    page.goto(f"{base}/jobs/{job_id}")
+    page.click(f"#a-{asset_id} .fix-cutout")
+    page.wait_for_selector("#touchup[data-state=ready]", timeout=30_000)
+
+    # Two remove strokes, as an admin paints them: one down the neighbour's box, one back and
+    # forth over the head, never touching the product.
+    canvas = page.locator("#view").bounding_box()
+
+    def to_screen(x: float, y: float) -> tuple[float, float]:
+        return canvas["x"] + x * canvas["width"] / 800, canvas["y"] + y * canvas["height"] / 600
+
+    page.click("button[data-tool=remove]")
+    page.fill("#brush", "24")  # canvas px; the canvas shows the 800 px photo 1:1
+    strokes = ([(650, 230), (650, 500)],
+               [(290, 75), (430, 85), (290, 120), (420, 125), (290, 160), (370, 165), (300, 195)])
+    for n, stroke in enumerate(strokes, start=1):
+        page.mouse.move(*to_screen(*stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*to_screen(*point), steps=8)
+        page.mouse.up()
+        page.wait_for_selector(f"#touchup[data-previews='{n}']", state="attached", timeout=30_000)
+    assert "Refined in" in page.locator("#touchup-status").inner_text()
+    page.screenshot(path=str(OUTPUT / "touch-up.png"), full_page=True)
+
+    page.click("#save")
+    page.wait_for_url(f"{base}/jobs/{job_id}#a-{asset_id}")
+    page.wait_for_selector("#panel[data-final='1']", state="attached", timeout=240_000)
+    assert page.locator(f"#a-{asset_id} .badge", has_text="your mask v1").count() == 1
+
+    after = httpx.get(f"{server}/api/v1/jobs/{job_id}", headers=auth).json()["assets"][0]
+    iou_after = iou(httpx.get(f"{server}/api/v1/assets/{asset_id}/mask", headers=auth).content, truth)
+    print(f"touch-up IoU {iou_before:.3f} -> {iou_after:.3f}")
+    assert iou_after >= iou_before + 0.4 and iou_after >= 0.9
+    assert after["mask_version"] == 1
+    for v in after["variants"]:  # rendered again from the new mask: new files, checked again
+        old = before[v["id"]]
+        assert v["status"] == "done" and v["check"] is not None
+        assert v["url"].split("?")[0] != old["url"].split("?")[0]
+        new_file, old_file = (httpx.get(u if u.startswith("http") else server + u) for u in (v["url"], old["url"]))
+        assert new_file.status_code == old_file.status_code == 200 and new_file.content != old_file.content
+
+    # A finger on a phone paints too (a tap is a dot stroke) and gets its preview.
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True,
+                                storage_state=page.context.storage_state()).new_page()
+    phone.goto(f"{base}/assets/{asset_id}/touch-up")
+    phone.wait_for_selector("#touchup[data-state=ready]", timeout=30_000)
+    box = phone.locator("#view").bounding_box()
+    phone.touchscreen.tap(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.1)
+    phone.wait_for_selector("#touchup[data-previews='1']", state="attached", timeout=30_000)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert errors == []
+
+
+def sign_in_page(page, base: str, tmp_path: Path) -> None:
+    password = (server_data(tmp_path) / "initial-admin-password").read_text().strip()
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
 
 
 def server_data(tmp_path: Path) -> Path:

@@ -131,6 +131,26 @@ def test_strokes_fix_a_wrong_cutout(name):
     assert after >= 0.95 and after - before >= 0.05
 
 
+def test_one_stroke_across_a_separate_neighbour_removes_all_of_it():
+    """A neighbour's product standing apart, its colours close to the product's (the cat box
+    beside the rocket box, taken whole by the cut-out): one remove stroke down its middle takes
+    it all, not only what the brush covered; the product, untouched, keeps its exact alpha.
+    A keep stroke names the product's body even when the neighbour is the larger part."""
+    rgb, truth, _, _ = _scenes()["box"]
+    beside = _rect(420, 150, 500, 330)  # the cat box, a little apart from the product
+    for wrong, strokes in (
+        (truth | beside, (Stroke("remove", 6, ((460, 170), (460, 310))),)),
+        (truth | _rect(420, 10, 600, 450), (Stroke("remove", 6, ((500, 60), (500, 400))),
+                                             Stroke("keep", 6, ((250, 200),)))),
+    ):
+        alpha = _alpha(wrong)
+        out = refine(rgb, alpha, Edit(strokes))
+        assert (out[~truth & wrong] >= 128).mean() < 0.02, "the neighbour went whole"
+        assert iou(out, truth) >= 0.97
+        far = cv2.erode(truth.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+        assert np.array_equal(out[far], alpha[far])
+
+
 def test_a_box_removes_what_lies_outside_it():
     """The cut-out took the product and a shelf and a lamp far from it: a box alone fixes it."""
     far = _disc(30, 30, 60) | _rect(0, H - 25, W, H)

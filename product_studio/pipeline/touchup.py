@@ -22,6 +22,8 @@ How `refine` works (all the deciding happens on a small copy, long side TOUCHUP_
 3. locality   without a box, only the changes that touch a stroke are taken (additions touching
               a keep stroke, removals touching a remove stroke): a stroke on one spot must not
               make GrabCut re-decide the whole photo. With a box, GrabCut decides the whole box.
+              A separate part of the mask that a remove stroke touches (not the product's body:
+              the parts under keep strokes, else the largest) goes whole (_stray_parts).
 4. full size  where the small mask did not change the current alpha is kept exactly (its soft
               edges too); the changed parts are upsampled with the guided filter of
               cutout.upsample_alpha. Last, the box and the strokes' own footprints are imposed at
@@ -333,6 +335,9 @@ def refine_small(rgb_small: np.ndarray, old: np.ndarray, strokes_small: np.ndarr
     if box_small is not None:
         hints[~box_small] = cv2.GC_BGD
     keep, remove = strokes_small == KEEP, strokes_small == REMOVE
+    near_remove = cv2.dilate(remove.astype(np.uint8), _disk(REACH)) > 0
+    stray = _stray_parts(old, keep, near_remove) if box_small is None else np.zeros_like(old)
+    hints[stray] = cv2.GC_BGD  # GrabCut learns their colours as background too
     hints[keep] = cv2.GC_FGD
     hints[remove] = cv2.GC_BGD
     new = _grabcut(rgb_small, hints)
@@ -340,10 +345,32 @@ def refine_small(rgb_small: np.ndarray, old: np.ndarray, strokes_small: np.ndarr
         return new
     # Without a box, only what a stroke caused: additions touching a keep stroke, removals
     # touching a remove stroke.
-    disk = _disk(REACH)
-    added = _touching(new & ~old, cv2.dilate(keep.astype(np.uint8), disk) > 0)
-    removed = _touching(old & ~new, cv2.dilate(remove.astype(np.uint8), disk) > 0)
-    return (old | added) & ~removed
+    added = _touching(new & ~old, cv2.dilate(keep.astype(np.uint8), _disk(REACH)) > 0)
+    removed = _touching(old & ~new, near_remove)
+    return (old | added) & ~removed & ~stray
+
+
+def _stray_parts(old: np.ndarray, keep: np.ndarray, near_remove: np.ndarray) -> np.ndarray:
+    """The separate parts of the mask that a remove stroke marks as not the product, whole: bool (h, w).
+
+    A part (8-connected) of the current mask `old` goes when a remove stroke touches it and it is
+    not the product's body: the parts under keep strokes are the body, else the largest part. A
+    neighbour's product or a shelf standing apart is then removed by one stroke across it, whatever
+    its colours (GrabCut alone keeps what the product's colour model explains). Parts joined to
+    the product are left to GrabCut.
+    """
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(old.astype(np.uint8), connectivity=8)
+    if n <= 2:  # one part (or none): the product itself
+        return np.zeros_like(old)
+    hit = np.zeros(n, bool)
+    hit[np.unique(labels[near_remove & old])] = True
+    body = np.zeros(n, bool)
+    body[np.unique(labels[keep & old])] = True
+    if not body[1:].any():
+        body[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))] = True
+    drop = hit & ~body
+    drop[0] = False
+    return drop[labels]
 
 
 def refine(rgb: np.ndarray, alpha: np.ndarray, edit: Edit) -> np.ndarray:
