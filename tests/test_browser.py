@@ -127,6 +127,12 @@ def neighbour_photo() -> tuple[np.ndarray, np.ndarray]:
     return photo, truth
 
 
+# Remove strokes (photo px, radius 24) an admin paints on neighbour_photo(): one down the neighbour's
+# box, one back and forth over the astronaut's head; none touches the horse.
+BROWSER_STROKES = ([(650, 230), (650, 500)],
+                   [(290, 75), (430, 85), (290, 120), (420, 125), (290, 160), (370, 165), (300, 195)])
+
+
 def iou(mask_png: bytes, truth: np.ndarray) -> float:
     kept = np.asarray(Image.open(io.BytesIO(mask_png)).convert("L")) >= 128
     return float((kept & truth).sum() / (kept | truth).sum())
@@ -168,9 +174,7 @@ def test_touch_up_fixes_the_cutout_and_the_variants_follow(server, browser, tmp_
 
     page.click("button[data-tool=remove]")
     page.fill("#brush", "24")  # canvas px; the canvas shows the 800 px photo 1:1
-    strokes = ([(650, 230), (650, 500)],
-               [(290, 75), (430, 85), (290, 120), (420, 125), (290, 160), (370, 165), (300, 195)])
-    for n, stroke in enumerate(strokes, start=1):
+    for n, stroke in enumerate(BROWSER_STROKES, start=1):
         page.mouse.move(*to_screen(*stroke[0]))
         page.mouse.down()
         for point in stroke[1:]:
