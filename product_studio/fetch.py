@@ -11,6 +11,8 @@ One deadline covers the whole fetch (DNS, connect, TLS, redirects, every read); 
 while it streams; the declared type and the magic bytes must both say raster image.
 
     fetched = fetch_image("https://cdn.example.com/shirt.jpg")   # Fetched(data, content_type, final_url)
+
+Completion callbacks are POSTed by `post`, through the same check and the same pinned connection.
 """
 
 from __future__ import annotations
@@ -81,6 +83,35 @@ def check_url(url: str, settings: Settings | None = None) -> str:
     _checked_addresses(_parse(url, url), url, _allow_list(tuple(settings.fetch_allow)),
                        time.monotonic() + settings.fetch_timeout)
     return url
+
+
+def post(url: str, body: bytes, headers: dict[str, str], settings: Settings | None = None,
+         timeout: float = 10.0) -> int:
+    """POST `body` to `url` the way fetches GET: the host is resolved once, every address it
+    resolves to is checked (as `check_url`), and the connection goes to exactly those addresses,
+    so a DNS answer that changes between the check and the send (rebinding) cannot redirect the
+    request into a private network. Redirects are not followed. `timeout` (seconds) covers DNS,
+    connect, TLS, the upload and the answer. Returns the HTTP status. Raises BadInput when the
+    URL or an address is refused (retrying cannot help) and TransientError when the connection
+    fails or times out. Completion callbacks are sent through here."""
+    settings = settings or get_settings()
+    deadline = time.monotonic() + timeout
+    u = _parse(url, url)
+    addresses = _checked_addresses(u, url, _allow_list(tuple(settings.fetch_allow)), deadline)
+    shown = _shown(url)
+    sent = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    sent.append((b"User-Agent", _USER_AGENT.encode()))
+    target = httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port, target=u.raw_path)
+    try:
+        with httpcore.ConnectionPool(ssl_context=_ssl_context(), network_backend=_PinnedBackend(u.host, addresses,
+                                                                                               deadline),
+                                     max_connections=1, retries=0) as pool:
+            with pool.stream("POST", target, headers=sent, content=body) as response:
+                return response.status  # the answer's body is not read
+    except httpcore.TimeoutException:
+        raise TransientError(f"{shown}: timed out (the limit is {timeout:g} s in all)") from None
+    except (httpcore.ConnectError, httpcore.NetworkError, httpcore.ProtocolError) as exc:
+        raise TransientError(f"{shown}: the connection failed: {exc or type(exc).__name__}") from None
 
 
 # --- URLs and addresses ---------------------------------------------------------------------------

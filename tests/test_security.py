@@ -427,3 +427,78 @@ def test_clients_sending_a_byte_a_second_are_dropped(served):
     r = httpx.post(f"http://127.0.0.1:{served}/webhooks/generic", content=paced(), timeout=10,
                    headers={"Content-Type": "application/json", "Content-Length": "48000"})
     assert r.status_code == 401  # read in full, then judged: not signed
+
+
+# --- 3. callbacks go to the address that was checked ------------------------------------------------
+
+class _Receiver:
+    """An HTTP server on one loopback address that counts the POSTs it gets."""
+
+    def __init__(self, host: str, port: int):
+        import http.server
+        import threading
+
+        self.posts: list[bytes] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                outer.posts.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_callback_is_sent_to_the_address_that_was_checked(monkeypatch, tmp_path):
+    """DNS rebinding: a resolver stand-in answers the allowed 127.0.0.2 to the first lookup of
+    the callback's host and the forbidden 127.0.0.1 to every later one. The POST must go to the
+    checked address (one lookup), never to the second answer."""
+    import socket
+
+    from product_studio.db import AssetSpec, create_job
+    from product_studio.jobs.completion import deliver_callback
+    from product_studio.models import Job, JobStatus
+
+    with socket.socket() as probe:  # a port free on both addresses
+        probe.bind(("127.0.0.2", 0))
+        port = probe.getsockname()[1]
+    checked, forbidden = _Receiver("127.0.0.2", port), _Receiver("127.0.0.1", port)
+    monkeypatch.setenv("PRODUCT_STUDIO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PRODUCT_STUDIO_FETCH_ALLOW", "127.0.0.2")  # an internal receiver, allowed on purpose
+    config.get_settings.cache_clear()
+    runtime.reset()
+    url = f"http://callbacks.example:{port}/done"
+    with runtime.database().session() as s:
+        job, _ = create_job(s, origin="api", params={"targets": ["ebay"]}, callback_url=url, assets=[
+            AssetSpec(name="cup", filename="cup.jpg", sha256="0" * 64, source_key="sources/x.jpg", width=9, height=9)])
+        job.status = JobStatus.DONE
+        job_id = job.id
+
+    real, lookups = socket.getaddrinfo, []
+
+    def resolver(host, port, *args, **kwargs):
+        if host != "callbacks.example":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = "127.0.0.2" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    try:
+        assert deliver_callback(job_id, 1, config.get_settings()) is True
+    finally:
+        checked.close()
+        forbidden.close()
+    assert (len(checked.posts), len(forbidden.posts), len(lookups)) == (1, 0, 1)
+    assert json.loads(checked.posts[0])["job"]["id"] == job_id
+    with runtime.database().session() as s:
+        assert [a.status_code for a in s.get_one(Job, job_id).callbacks] == [204]

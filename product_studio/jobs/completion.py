@@ -8,7 +8,7 @@ from .. import runtime
 from ..callbacks import HEADER, sign
 from ..config import Settings, get_settings
 from ..db import log_callback
-from ..errors import BadInput
+from ..errors import BadInput, TransientError
 from ..models import JOB_FINAL, Job
 from .documents import job_document
 
@@ -17,9 +17,7 @@ def deliver_callback(job_id: str, attempt: int, settings: Settings | None = None
     """POST the signed completion document (callbacks.sign, header X-Product-Studio-Signature) to
     the job's callback URL and log the attempt. True when settled (delivered with a 2xx, nothing
     to send, or an address that is refused), False when it should be retried."""
-    import httpx
-
-    from ..fetch import check_url
+    from ..fetch import post
 
     settings = settings or get_settings()
     db = runtime.database(settings)
@@ -31,17 +29,16 @@ def deliver_callback(job_id: str, attempt: int, settings: Settings | None = None
         body = json.dumps({"event": "job.finished", "job": job_document(job, settings)}).encode()
     status, error = None, None
     try:
-        check_url(url, settings)  # again: the name may resolve elsewhere by now
+        # Checked again (the name may resolve elsewhere by now) and sent to exactly the checked
+        # addresses: no second lookup between the check and the POST (DNS rebinding).
+        status = post(url, body, {"Content-Type": "application/json",
+                                  HEADER: sign(settings.secret("callback"), body)}, settings, timeout=10)
     except BadInput as exc:
         with db.session() as s:
             log_callback(s, job_id, url=url, attempt=attempt, error=f"refused: {exc}")
         return True  # settled: retrying cannot make the address acceptable
-    try:
-        r = httpx.post(url, content=body, timeout=10, headers={
-            "Content-Type": "application/json", HEADER: sign(settings.secret("callback"), body)})
-        status = r.status_code
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"
+    except TransientError as exc:
+        error = str(exc)
     with db.session() as s:
         log_callback(s, job_id, url=url, attempt=attempt, status_code=status, error=error)
     return status is not None and 200 <= status < 300
