@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from .. import content_types, runtime
 from ..config import Settings, get_settings
 from ..content_keys import content_key
 from ..db import reopen_asset
-from ..errors import BadInput, Conflict
+from ..errors import BadInput, Conflict, TransientError
 from ..models import STAGE_FINAL, Asset, Mask, StageStatus
 from .steps import Step
 
@@ -78,10 +78,14 @@ def chosen_keys(store: str | None = None, settings: Settings | None = None, *,
     query = select(Mask.sha256, Mask.key).where(Mask.store == scope(store)).order_by(Mask.version)
     if only is not None:
         query = query.where(Mask.sha256.in_(list(only)))
-    with runtime.database(settings).session() as s:
-        newest: dict[str, str] = {}
-        for sha, key in s.execute(query):
-            newest[sha] = key
+    try:
+        with runtime.database(settings).session() as s:
+            newest: dict[str, str] = {}
+            for sha, key in s.execute(query):
+                newest[sha] = key
+    except OperationalError as exc:  # a configured database that is down: say so, never guess
+        raise TransientError(f"cannot read the photos' touch-up masks: the database is unreachable "
+                             f"({str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__})") from None
     return {sha: key for sha, key in newest.items() if key != MODELS}
 
 

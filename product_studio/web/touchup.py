@@ -29,11 +29,19 @@ User = Annotated[str, Depends(current_user)]
 router = APIRouter(include_in_schema=False)
 
 DISPLAY_SIDE = 1024  # px: sharp on a laptop screen, light enough to send on every stroke
+MAX_EDIT_BYTES = 4 * 1024 * 1024  # the most points an edit may hold (20,000) fit in well under 1 MiB
 
 
 def _display_size(width: int, height: int) -> tuple[int, int]:
     scale = min(1.0, DISPLAY_SIDE / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _json(text: str | bytes) -> object:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise BadInput("the strokes must be JSON: {\"strokes\": [...], \"box\": [...]}") from None
 
 
 def _edit(doc: object):
@@ -109,10 +117,10 @@ async def preview_mask(request: Request, user: User, asset_id: str) -> Response:
     from ..jobs.masks import refine_for
 
     check_csrf(request, request.headers.get("x-csrf-token"))
-    try:
-        doc = json.loads(await request.body())
-    except ValueError:
-        raise BadInput("the strokes must be JSON") from None
+    body = await request.body()
+    if len(body) > MAX_EDIT_BYTES:
+        raise BadInput(f"the strokes are over {MAX_EDIT_BYTES // (1024 * 1024)} MiB: paint fewer or shorter strokes")
+    doc = _json(body)
     edit = _edit(doc)
 
     def refine() -> tuple[bytes, float]:
@@ -134,11 +142,11 @@ def save(request: Request, user: User, asset_id: str, edit: Annotated[str, Form(
     from .dispatch import save_mask
 
     check_csrf(request, csrf_token)
-    try:
-        doc = json.loads(edit)
-    except ValueError:
-        raise BadInput("no strokes were sent: paint on the photo first") from None
-    saved = save_mask(asset_id, refine_for(asset_id, _edit(doc)), "strokes")
+    if not edit.strip():
+        raise BadInput("no strokes were sent: paint on the photo first")
+    if len(edit) > MAX_EDIT_BYTES:
+        raise BadInput(f"the strokes are over {MAX_EDIT_BYTES // (1024 * 1024)} MiB: paint fewer or shorter strokes")
+    saved = save_mask(asset_id, refine_for(asset_id, _edit(_json(edit))), "strokes")
     return back(f"{_job_url(asset_id)}#a-{saved.asset_id}")
 
 
