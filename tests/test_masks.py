@@ -266,3 +266,19 @@ def test_process_and_batch_reruns_use_the_chosen_mask(api, tmp_path, coffee_rgb,
     r = runner.invoke(app, ["batch", str(photos), "--out", str(out), "-t", "ebay"])
     assert r.exit_code == 0, r.output
     assert not np.array_equal(alpha(out / "coffee" / "cutout.png"), mask)  # the models' again
+
+
+def test_process_on_a_fresh_installation_makes_no_database(monkeypatch, tmp_path, coffee_rgb, photo_bytes):
+    from typer.testing import CliRunner
+
+    from product_studio import config
+    from product_studio.cli import app
+
+    monkeypatch.setenv("PRODUCT_STUDIO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("PRODUCT_STUDIO_DATABASE_URL", raising=False)
+    config.get_settings.cache_clear()
+    runtime.reset()
+    (tmp_path / "cup.jpg").write_bytes(photo_bytes(coffee_rgb))
+    r = CliRunner().invoke(app, ["process", str(tmp_path / "cup.jpg"), "-t", "ebay", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "data" / "product-studio.db").exists()

@@ -64,7 +64,12 @@ def chosen_alpha(sha256: str, width: int, height: int, store: str | None = None,
 def _has_database(settings: Settings) -> bool:
     """False for an installation whose embedded SQLite database was never made (it has no masks,
     and a one-off `process` should not make it)."""
-    return bool(settings.database_url) or (settings.data_dir / "product-studio.db").exists()
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database)
+    return url.get_backend_name() != "sqlite" or not url.database or Path(url.database).exists()
 
 
 def chosen_keys(store: str | None = None, settings: Settings | None = None, *,
