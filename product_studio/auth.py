@@ -1,6 +1,8 @@
 """Who may use the service: admins (username + password, for the pages) and API keys (machines).
 
-Passwords are hashed with argon2id. API keys are random 256-bit tokens, so a plain SHA-256 of
+Passwords are hashed with argon2id. Failed sign-ins are counted per username and each user has a
+session version (sign-out and password changes bump it, ending older sessions), both in the
+database, so every web process sees the same. API keys are random 256-bit tokens, so a plain SHA-256 of
 the key is enough to store (no brute force can reach them) and lets a request find its key by
 an indexed lookup; the key itself is shown once, when it is made.
 """
@@ -8,6 +10,7 @@ an indexed lookup; the key itself is shown once, when it is made.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -16,7 +19,8 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from limits import parse
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from .errors import BadInput
@@ -52,16 +56,22 @@ def add_user(session: Session, username: str, password: str) -> User:
 
 
 def set_password(session: Session, username: str, password: str) -> None:
+    """A new password for `username`; every session begun before ends (the session version is
+    bumped) and its failed sign-ins are forgotten. Raises BadInput for a short password or an
+    unknown user."""
     if len(password) < MIN_PASSWORD:
         raise BadInput(f"a password needs at least {MIN_PASSWORD} characters")
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         raise BadInput(f"no user {username!r}")
     user.password_hash = _hasher.hash(password)
+    user.failed_logins, user.failed_login_at = 0, None
+    end_sessions(session, user.id)
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    """The user if the password is right, else None (the same time either way)."""
+    """The user if the password is right, else None (the same time either way). A success
+    forgets the username's failed sign-ins."""
     user = session.scalar(select(User).where(User.username == username))
     try:
         _hasher.verify(user.password_hash if user else _dummy_hash(), password)
@@ -72,7 +82,53 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     user.last_login_at = utcnow()
+    user.failed_logins, user.failed_login_at = 0, None
     return user
+
+
+# --- sessions and failed sign-ins (in the database: every web process sees the same) ----------
+
+def session_version(session: Session, user_id: str) -> int | None:
+    """The user's current session version (a session begun under another one is over), or None
+    when the user no longer exists."""
+    return session.scalar(select(User.session_version).where(User.id == user_id))
+
+
+def end_sessions(session: Session, user_id: str) -> None:
+    """End every session of the user begun so far (sign-out, password change): bumps the
+    session version that each request's session must match (web/security.current_user)."""
+    session.execute(update(User).where(User.id == user_id).values(session_version=User.session_version + 1)
+                    .execution_options(synchronize_session=False))
+
+
+def _window(rate: str) -> tuple[int, timedelta]:
+    """A `limits` rate ("5/minute") as (allowed failures, window)."""
+    item = parse(rate)
+    return item.amount, timedelta(seconds=item.get_expiry())
+
+
+def sign_in_blocked_for(session: Session, username: str, rate: str) -> int:
+    """Seconds until `username` may try to sign in again, after `rate` ("5/minute": 5 failures
+    in a fixed window that begins at the first) was used up; 0 when it may try now (also for an
+    unknown username: the per-address count covers those)."""
+    allowed, window = _window(rate)
+    row = session.execute(select(User.failed_logins, User.failed_login_at).where(User.username == username)).first()
+    if row is None or row.failed_login_at is None or row.failed_logins < allowed:
+        return 0
+    left = (row.failed_login_at + window - utcnow()).total_seconds()
+    return max(0, math.ceil(left))
+
+
+def record_failed_sign_in(session: Session, username: str, rate: str) -> None:
+    """Count one failed sign-in for `username` (nothing for an unknown name) in one conditional
+    UPDATE, so concurrent failures from several web processes are all counted: a window older
+    than `rate`'s period starts again at 1."""
+    _, window = _window(rate)
+    now = utcnow()
+    fresh = or_(User.failed_login_at.is_(None), User.failed_login_at < now - window)
+    session.execute(update(User).where(User.username == username).values(
+        failed_logins=case((fresh, 1), else_=User.failed_logins + 1),
+        failed_login_at=case((fresh, now), else_=User.failed_login_at)).execution_options(synchronize_session=False))
 
 
 def has_users(session: Session) -> bool:

@@ -89,8 +89,10 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = Field(True, description="Secure cookie flag: browsers send it over HTTPS (and "
                                                           "to localhost) only; false only behind plain-HTTP proxies")
     session_max_age: int = Field(12 * 3600, ge=60, description="seconds a sign-in lasts")
-    login_rate_limit: str = Field("5/minute", description="failed sign-ins allowed per username, and per client "
-                                                          "address (limits notation, e.g. 5/minute)")
+    login_rate_limit: str = Field("5/minute", description="failed sign-ins allowed per username (counted in the "
+                                                          "database; limits notation, e.g. 5/minute)")
+    login_client_rate_limit: str = Field("20/minute", description="failed sign-ins allowed per client address, "
+                                                                  "whatever the usernames (rate_limit_storage)")
     rate_limit_storage: str | None = Field(None, description="where sign-in and regeneration counts live, shared by "
                                                              "every web process: a `limits` storage URI (redis://, "
                                                              "memcached://, memory://); default the broker's Redis "
@@ -140,7 +142,8 @@ class Settings(BaseSettings):
     webhook_queue: str = Field("cpu-intake", description="Celery queue of webhook intake (fetching, job creation); "
                                                          "e.g. 'webhooks' for workers of their own")
 
-    @field_validator("login_rate_limit", "regenerate_limit_per_variant", "regenerate_limit_per_job")
+    @field_validator("login_rate_limit", "login_client_rate_limit", "regenerate_limit_per_variant",
+                     "regenerate_limit_per_job")
     @classmethod
     def _rate(cls, value: str) -> str:
         """A rate in the `limits` notation ("5/minute", "20 per hour"): refused at start if it does not parse."""

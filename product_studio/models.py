@@ -294,6 +294,13 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(Text)  # argon2id, self-describing
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[dt.datetime | None]
+    # Sessions carry the version they began under; sign-out and password changes bump it, which
+    # ends every session begun before (auth.py, web/security.py).
+    session_version: Mapped[int] = mapped_column(default=0)
+    # Failed sign-ins for this username in the window that began at failed_login_at (auth.py):
+    # in the database, so every web process counts the same ones.
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    failed_login_at: Mapped[dt.datetime | None]
 
 
 class ApiKey(Base):

@@ -9,6 +9,7 @@ pages and API must treat alike; and clients that make unbounded work or hold con
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -347,10 +348,10 @@ def _settle(variant_id: str) -> None:
 
 # --- 6. stalled clients are dropped ----------------------------------------------------------------
 
-@pytest.fixture
-def served(monkeypatch, tmp_path):
-    """The app under uvicorn as `serve` runs it (web/server.py's options), in a thread, with a
-    1 s read timeout and a 200 bytes/s floor; yields its port."""
+@contextmanager
+def _serving(monkeypatch, tmp_path, **env: str):
+    """The app under uvicorn as `serve` runs it (web/server.py's options), in a thread; yields
+    its port."""
     import threading
     import time
 
@@ -358,8 +359,7 @@ def served(monkeypatch, tmp_path):
 
     from product_studio.web.server import uvicorn_options
 
-    app, _ = fresh_app(monkeypatch, tmp_path, READ_TIMEOUT="1", READ_MIN_RATE="200",
-                       GENERIC_WEBHOOK_SECRET="slow-secret")
+    app, _ = fresh_app(monkeypatch, tmp_path, **env)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            **uvicorn_options(config.get_settings())))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -371,6 +371,14 @@ def served(monkeypatch, tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture
+def served(monkeypatch, tmp_path):
+    """Served with a 1 s read timeout and a 200 bytes/s floor."""
+    with _serving(monkeypatch, tmp_path, READ_TIMEOUT="1", READ_MIN_RATE="200",
+                  GENERIC_WEBHOOK_SECRET="slow-secret") as port:
+        yield port
 
 
 def _dribble(port: int, head: bytes, drip: bytes, limit: float = 6.0) -> tuple[float, bytes]:
@@ -502,3 +510,63 @@ def test_a_callback_is_sent_to_the_address_that_was_checked(monkeypatch, tmp_pat
     assert json.loads(checked.posts[0])["job"]["id"] == job_id
     with runtime.database().session() as s:
         assert [a.status_code for a in s.get_one(Job, job_id).callbacks] == [204]
+
+
+# --- 4. sessions end at sign-out and password changes; the sign-in limit cannot be dodged ----------
+
+def test_a_session_cookie_copied_before_sign_out_stops_working(monkeypatch, tmp_path):
+    from tests.web_helpers import csrf_of
+
+    app, _ = fresh_app(monkeypatch, tmp_path)
+    client = TestClient(app, base_url="https://testserver")
+    assert sign_in(client).status_code == 303
+    token = csrf_of(client.get("/keys").text)
+    copied = client.cookies.get("ps_session")
+    client.post("/logout", data={"csrf_token": token})
+    thief = TestClient(app, base_url="https://testserver", cookies={"ps_session": copied})
+    assert thief.get("/keys", follow_redirects=False).status_code == 303
+    made = thief.post("/keys", data={"name": "after-sign-out", "csrf_token": token}, follow_redirects=False)
+    assert made.status_code == 303 and made.headers["location"].startswith("/login")
+    from product_studio.auth import list_keys
+
+    with runtime.database().session() as s:
+        assert "after-sign-out" not in [k.name for k in list_keys(s)]
+    assert sign_in(client).status_code == 303 and client.get("/keys").status_code == 200  # a new sign-in works
+
+
+def test_a_password_change_ends_every_session(monkeypatch, tmp_path):
+    from product_studio.auth import set_password
+    from tests.web_helpers import PASSWORD
+
+    app, _ = fresh_app(monkeypatch, tmp_path)
+    phone, laptop = (TestClient(app, base_url="https://testserver") for _ in range(2))
+    assert sign_in(phone).status_code == sign_in(laptop).status_code == 303
+    with runtime.database().session() as s:  # what `product-studio users password admin` does
+        set_password(s, "admin", PASSWORD + " v2")
+    assert phone.get("/jobs", follow_redirects=False).status_code == 303
+    assert laptop.get("/jobs", follow_redirects=False).status_code == 303
+    assert sign_in(phone, password=PASSWORD + " v2").status_code == 303
+
+
+def test_forged_forwarded_addresses_do_not_dodge_the_sign_in_limit(monkeypatch, tmp_path):
+    """Thirty wrong passwords, each claiming another X-Forwarded-For, from loopback (which
+    uvicorn on its own trusts): limited after five, and then even the right password waits."""
+    import httpx
+
+    from tests.web_helpers import PASSWORD, csrf_of
+
+    with _serving(monkeypatch, tmp_path, SESSION_COOKIE_SECURE="false", LOGIN_CLIENT_RATE_LIMIT="8/minute") as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            token = csrf_of(client.get("/login").text)
+
+            def attempt(password: str, n: int, username: str = "admin") -> int:
+                return client.post("/login", data={"username": username, "password": password, "csrf_token": token},
+                                   headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+
+            answers = [attempt("wrong password!", n) for n in range(30)]
+            assert answers[:5] == [401] * 5 and set(answers[5:]) == {429}, answers
+            assert attempt(PASSWORD, 99) == 429
+            # Other usernames, still claiming other addresses: the real address (loopback) has
+            # used 5 of its 8, so 3 more tries and no more.
+            others = [attempt("wrong password!", 100 + n, f"user{n}") for n in range(5)]
+            assert others == [401, 401, 401, 429, 429], others

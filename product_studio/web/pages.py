@@ -21,14 +21,24 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
 
 from .. import runtime
-from ..auth import authenticate, create_key, list_keys, revoke_key
+from ..auth import (
+    authenticate,
+    create_key,
+    end_sessions,
+    list_keys,
+    record_failed_sign_in,
+    revoke_key,
+    session_version,
+    sign_in_blocked_for,
+)
 from ..config import get_settings
 from ..db import job_progress, list_jobs, review_variant
 from ..errors import ProductStudioError
 from ..models import JOB_FINAL, Asset, Job, Variant
 from ..presets import TARGETS
 from ..scenes import all_scenes
-from .security import LoginLimiter, check_csrf, csrf_token, current_user, safe_next
+from .security import check_csrf, client_address, csrf_token, current_user, safe_next
+from .throttle import throttle
 
 User = Annotated[str, Depends(current_user)]
 router = APIRouter(include_in_schema=False)
@@ -49,16 +59,6 @@ def back(url: str) -> RedirectResponse:
 
 # --- sign-in --------------------------------------------------------------------------------
 
-_limiter: LoginLimiter | None = None
-
-
-def limiter() -> LoginLimiter:
-    global _limiter
-    if _limiter is None:
-        _limiter = LoginLimiter(get_settings().login_rate_limit)
-    return _limiter
-
-
 @router.get("/login")
 def login_form(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002 (the query's name)
     return page(request, "login.html", next=safe_next(next), error=None)
@@ -67,26 +67,39 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002
 @router.post("/login")
 def login(request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()],
           csrf_token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002
+    """Sign in. Failed tries are counted per username (in the database) and per client address
+    (web/throttle.py, LOGIN_CLIENT_RATE_LIMIT); over either limit, even the right password waits (429)."""
     check_csrf(request, csrf_token)
-    client = request.client.host if request.client else "?"
-    wait = limiter().blocked_for(client, username)
+    settings = get_settings()
+    client, counts = client_address(request), throttle().login_client
+    with runtime.database().session() as s:
+        wait = max(sign_in_blocked_for(s, username, settings.login_rate_limit), counts.blocked_for(client))
     if wait:
         return page(request, "login.html", 429, next=safe_next(next),
                     error=f"Too many failed sign-ins. Try again in {wait} s.")
     with runtime.database().session() as s:
         user = authenticate(s, username, password)
-        user_id = user.id if user else None
-    if user_id is None:
-        limiter().failed(client, username)
+        signed_in = (user.id, user.session_version) if user else None
+        if user is None:
+            record_failed_sign_in(s, username, settings.login_rate_limit)
+    if signed_in is None:
+        counts.hit(client)
         return page(request, "login.html", 401, next=safe_next(next), error="Wrong username or password.")
     request.session.clear()  # a new session at sign-in: nothing carried over from before
-    request.session.update(user_id=user_id, username=username)
+    request.session.update(user_id=signed_in[0], session_version=signed_in[1], username=username)
     return back(safe_next(next))
 
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
+    """Sign out: ends this session and every other one the admin began before (a copied cookie
+    stops working at once, not after max_age)."""
     check_csrf(request, csrf_token)
+    user_id = request.session.get("user_id")
+    if user_id:
+        with runtime.database().session() as s:
+            if request.session.get("session_version") == session_version(s, user_id):
+                end_sessions(s, user_id)
     request.session.clear()
     return back("/login")
 

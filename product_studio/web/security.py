@@ -4,7 +4,8 @@
   every form carries a CSRF token bound to the session.
 - API: `Authorization: Bearer <key>` with a key made by `product-studio keys create` or on the
   Keys page.
-- Sign-in failures are rate-limited per client address and username.
+- Failed sign-ins are limited per username (counted in the database) and per client address
+  (web/throttle.py); sign-out and password changes end every session begun before.
 - Request bodies are capped while they stream in, before anything is parsed or spooled.
 """
 
@@ -13,14 +14,10 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import runtime
@@ -54,15 +51,24 @@ class SignInRequired(Exception):
 
 
 def current_user(request: Request) -> str:
-    """The signed-in admin's username (checked against the database: a deleted user is out)."""
+    """The signed-in admin's username. Checked against the database on every request: a deleted
+    user is out, and so is a session begun under an older session version (the user signed out,
+    or the password changed since), even though its signed cookie is still within max_age.
+    Raises SignInRequired (a redirect to the sign-in page) otherwise."""
     user_id = request.session.get("user_id")
     if user_id:
         with runtime.database().session() as s:
             user = s.get(User, user_id)
-            if user is not None:
+            if user is not None and request.session.get("session_version") == user.session_version:
                 return user.username
-    request.session.pop("user_id", None)
+    request.session.clear()
     raise SignInRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the server saw it: the peer, or the address a proxy named in
+    FORWARDED_ALLOW_IPS forwarded (web/server.py); never a header anyone else can set."""
+    return request.client.host if request.client else "unknown"
 
 
 def csrf_token(request: Request) -> str:
@@ -84,26 +90,6 @@ def safe_next(path: str | None) -> str:
     if path and path.startswith("/") and not path.startswith("//") and "\\" not in path:
         return path
     return "/"
-
-
-# --- sign-in rate limit -------------------------------------------------------------------------
-
-class LoginLimiter:
-    """Counts failed sign-ins per (client address, username) in a moving window, per process."""
-
-    def __init__(self, rate: str):
-        self.rate = parse(rate)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
-
-    def blocked_for(self, client: str, username: str) -> int:
-        """Seconds until another try is allowed; 0 if allowed now."""
-        if self._limiter.test(self.rate, client, username.lower()):
-            return 0
-        reset = self._limiter.get_window_stats(self.rate, client, username.lower()).reset_time
-        return max(1, int(reset - time.time()) + 1)
-
-    def failed(self, client: str, username: str) -> None:
-        self._limiter.hit(self.rate, client, username.lower())
 
 
 # --- body size cap ------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""Counting what clients do, where every web process sees it: failed sign-ins and regenerations.
+"""Counting what clients do: failed sign-ins per client address, and regenerations.
 
 Counts are moving windows kept by the `limits` library in the storage that
 `Settings.rate_limits` names: the broker's Redis when the broker is Redis (or any `limits`
 storage URI in PRODUCT_STUDIO_RATE_LIMIT_STORAGE), else this process's memory (`serve` runs one
-web process; run several only with a shared storage). A storage that cannot be reached fails
-closed for sign-ins (the request is refused with 503) and open for regenerations (they are
-logged and allowed), so an outage of Redis never locks admins out of work already allowed.
+web process; several share counts only through a shared storage). Failed sign-ins per USERNAME
+are counted in the database instead (auth.py), so every web process sees those whatever the
+storage. A storage that cannot be reached is logged and the request allowed (the per-username
+count still holds for sign-ins), so an outage of Redis never locks admins out.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from limits.strategies import MovingWindowRateLimiter
 from .. import runtime
 from ..config import Settings, get_settings
 from ..models import Variant
-from ..redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +38,34 @@ class Counter:
     limiter: MovingWindowRateLimiter
 
     def blocked_for(self, *key: str) -> int:
-        """Seconds until the key may act again (0: now). Does not count anything."""
-        if self.limiter.test(self.rate, self.name, *key):
+        """Seconds until the key may act again (0: now). Does not count anything. An unreachable
+        storage is logged and answers 0."""
+        try:
+            if self.limiter.test(self.rate, self.name, *key):
+                return 0
+            reset = self.limiter.get_window_stats(self.rate, self.name, *key).reset_time
+        except Exception as exc:  # noqa: BLE001 (Redis down: allow, and say so)
+            log.warning("%s limit not checked (storage unreachable: %s)", self.name, type(exc).__name__)
             return 0
-        reset = self.limiter.get_window_stats(self.rate, self.name, *key).reset_time
         return max(1, math.ceil(reset - time.time()))
 
     def hit(self, *key: str) -> bool:
-        """Count one action for the key; False when that went over the rate (it is not counted)."""
-        return self.limiter.hit(self.rate, self.name, *key)
+        """Count one action for the key; False when that went over the rate (it is not counted).
+        An unreachable storage is logged and answers True."""
+        try:
+            return self.limiter.hit(self.rate, self.name, *key)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s limit not counted (storage unreachable: %s)", self.name, type(exc).__name__)
+            return True
 
 
 class Throttle:
     """The counters of one web process, all in the storage `Settings.rate_limits` names."""
 
     def __init__(self, settings: Settings):
-        self.where = redact_url(settings.rate_limits)  # for messages: never the storage's password
         self.storage: Storage = storage_from_string(settings.rate_limits)
         limiter = MovingWindowRateLimiter(self.storage)
-        self.login_user = Counter("login-user", parse(settings.login_rate_limit), limiter)
-        self.login_client = Counter("login-client", parse(settings.login_rate_limit), limiter)
+        self.login_client = Counter("login-client", parse(settings.login_client_rate_limit), limiter)
         self.regenerate_variant = Counter("regenerate-variant", parse(settings.regenerate_limit_per_variant), limiter)
         self.regenerate_job = Counter("regenerate-job", parse(settings.regenerate_limit_per_job), limiter)
 
@@ -99,14 +107,9 @@ def check_regeneration(variant_id: str) -> None:
     t = throttle()
     checks = ((t.regenerate_variant, photo_target, "this photo's variant for this target"),
               (t.regenerate_job, (job,), "this job"))
-    try:
-        for counter, key, what in checks:  # both tested before either counts: a refusal costs nothing
-            if wait := counter.blocked_for(*key):
-                raise too_many(wait, f"too many regenerations of {what} (the limit is {counter.rate}): "
-                                     f"try again in {wait} s")
-        for counter, key, _ in checks:
-            counter.hit(*key)
-    except HTTPException:
-        raise
-    except Exception as exc:  # the shared storage is down: allow, and say so in the log
-        log.warning("regeneration limits not checked (%s unreachable: %s)", t.where, type(exc).__name__)
+    for counter, key, what in checks:  # both tested before either counts: a refusal costs nothing
+        if wait := counter.blocked_for(*key):
+            raise too_many(wait, f"too many regenerations of {what} (the limit is {counter.rate}): "
+                                 f"try again in {wait} s")
+    for counter, key, _ in checks:
+        counter.hit(*key)
