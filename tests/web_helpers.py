@@ -26,7 +26,6 @@ def fresh_app(monkeypatch, tmp_path: Path, **env: str):
     from product_studio.web import pages
     from product_studio.web.app import create_app
 
-    pages._limiter = None  # noqa: SLF001 (a fresh process's sign-in counts)
     pages._status_cache.clear()  # noqa: SLF001
     with runtime.database().session() as s:
         add_user(s, "admin", PASSWORD)
