@@ -43,7 +43,7 @@ METADATA = frozenset(ipaddress.ip_address(a) for a in (
 # Declared types we take; the magic bytes must agree that it is one of these kinds of raster.
 RASTER_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/x-png", "image/webp",
                           "image/gif", "image/tiff", "image/bmp", "image/x-ms-bmp", "image/x-bmp", "image/avif",
-                          "image/heic", "image/heif"})  # refused by the magic bytes, with the reason
+                          "image/heic", "image/heif"})
 # Generic "some bytes" labels (S3, some CDNs): the magic bytes decide.
 UNDECLARED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})

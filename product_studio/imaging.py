@@ -43,6 +43,8 @@ def check_size(width: int, height: int, max_pixels: int, min_side: int) -> None:
 def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> Decoded:
     """Sniff, size-check and decode the first frame to 8-bit sRGB RGB (+ real alpha), upright."""
     fmt = sniff(data)
+    if fmt == "HEIF":
+        _register_heif()
     try:
         # Lazy: reads the header only; formats= keeps Pillow to the plugin we sniffed.
         im = Image.open(io.BytesIO(data), formats=[fmt])
@@ -59,6 +61,7 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> Decoded:
         check_size(*im.size, max_pixels, min_side)
         orientation = exif_orientation(im)
         icc = im.info.get("icc_profile")
+        nclx = im.info.get("nclx_profile") if not icc else None  # HEIF's colour description without a profile
         if fmt == "JPEG" and im.mode in ("L", "RGB"):
             arr = _decode_jpeg(data, "GRAY" if im.mode == "L" else "RGB")
             if arr.shape[2] == 1:
@@ -74,12 +77,69 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> Decoded:
             except Exception:
                 raise BadInput(f"truncated or corrupt {fmt} data") from None
             rgb, alpha = _to_srgb(im, icc)
+            if nclx and rgb.ndim == 3:
+                rgb = nclx_to_srgb(rgb, nclx)
     if rgb.ndim == 2:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
     rgb = np.require(apply_orientation(rgb, orientation), np.uint8, ["C", "W"])
     if alpha is not None:
         alpha = np.require(apply_orientation(alpha, orientation), np.uint8, ["C", "W"])
     return Decoded(rgb, alpha, fmt)
+
+
+@lru_cache(maxsize=1)
+def _register_heif() -> None:
+    """Teach Pillow HEIF/HEIC through pi-heif: libheif with the libde265 decoder only (LGPL, no
+    GPL x265 encoder, unlike pillow-heif's wheels). libheif applies the file's rotation and
+    mirroring (irot/imir) itself and reports EXIF orientation 1, so nothing is turned twice."""
+    from pi_heif import register_heif_opener
+
+    register_heif_opener()
+
+
+# nclx colour primaries (ITU-T H.273 table 2) that are sRGB's (BT.709) or unspecified: no conversion.
+_SRGB_PRIMARIES = {1, 2}
+# nclx transfer characteristics (H.273 table 3) decoded with the sRGB curve (13; BT.709, BT.601 and
+# BT.2020's SDR curves are close to it at 8 bits), or linear (8); PQ (16) and HLG (18) are HDR.
+_SRGB_TRANSFER, _LINEAR_TRANSFER, _HDR_TRANSFER = {1, 2, 6, 13, 14, 15}, {8}, {16, 18}
+
+
+def _rgb_to_xyz(primaries: dict) -> np.ndarray:
+    """The 3x3 matrix from linear RGB with these primaries and white point (CIE xy) to XYZ."""
+    xy = [(primaries[f"color_primary_{c}_x"], primaries[f"color_primary_{c}_y"]) for c in ("red", "green", "blue")]
+    wx, wy = primaries["color_primary_white_x"], primaries["color_primary_white_y"]
+    m = np.array([[x / y for x, y in xy], [1.0, 1.0, 1.0], [(1 - x - y) / y for x, y in xy]])
+    white = np.array([wx / wy, 1.0, (1 - wx - wy) / wy])
+    return m * np.linalg.solve(m, white)
+
+
+_SRGB_XY = {"color_primary_red_x": 0.64, "color_primary_red_y": 0.33, "color_primary_green_x": 0.30,
+            "color_primary_green_y": 0.60, "color_primary_blue_x": 0.15, "color_primary_blue_y": 0.06,
+            "color_primary_white_x": 0.3127, "color_primary_white_y": 0.3290}
+
+
+def nclx_to_srgb(rgb: np.ndarray, nclx: dict) -> np.ndarray:
+    """(H, W, 3) uint8 RGB described by an nclx colour box (ISO/IEC 23008-12; the codes of ITU-T
+    H.273) -> the same colours in sRGB, (H, W, 3) uint8. iPhones describe their HEIC photos this
+    way as Display P3 (primaries 12) with the sRGB curve. Out-of-gamut colours are clipped.
+    Raises BadInput for HDR transfer curves (PQ, HLG), which need tone mapping."""
+    primaries, transfer = int(nclx.get("color_primaries", 2)), int(nclx.get("transfer_characteristics", 2))
+    if transfer in _HDR_TRANSFER:
+        raise BadInput("HDR HEIF images (PQ or HLG) are not supported (export as JPEG)")
+    if primaries in _SRGB_PRIMARIES or "color_primary_red_x" not in nclx:
+        return rgb
+    matrix = np.linalg.solve(_rgb_to_xyz(_SRGB_XY), _rgb_to_xyz(nclx)).astype(np.float32)
+    if transfer in _LINEAR_TRANSFER:
+        linear = rgb.astype(np.float32) / 255
+    else:
+        linear = _SRGB_TO_LINEAR[rgb]
+    out = np.clip(linear @ matrix.T, 0.0, 1.0)
+    encoded = np.where(out <= 0.0031308, out * 12.92, 1.055 * np.power(out, 1 / 2.4) - 0.055)
+    return np.clip(encoded * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+_V = np.arange(256, dtype=np.float32) / 255
+_SRGB_TO_LINEAR = np.where(_V <= 0.04045, _V / 12.92, ((_V + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
 # libjpeg warnings that mean pixels are missing or garbage (it fills them with grey and goes on,

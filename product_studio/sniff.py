@@ -11,10 +11,10 @@ from __future__ import annotations
 from .errors import BadInput
 
 # Formats we decode. Anything else is refused by sniff() before Pillow sees it.
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF")
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF", "HEIF")
 # The media type each supported format is served and stored as.
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-               "TIFF": "image/tiff", "BMP": "image/bmp", "AVIF": "image/avif"}
+               "TIFF": "image/tiff", "BMP": "image/bmp", "AVIF": "image/avif", "HEIF": "image/heic"}
 
 
 _RASTER_MAGIC = (
@@ -68,7 +68,7 @@ def sniff(data: bytes) -> str:
         if brands & {b"avif", b"avis"}:
             return "AVIF"
         if brands & _HEIF_BRANDS:
-            raise BadInput("HEIC/HEIF images are not supported (export as JPEG or PNG)")
+            return "HEIF"  # HEIC: what iPhones save by default
         raise BadInput("not a raster image (looks like an MP4/MOV video)")
     for magic, what in _UNSUPPORTED_MAGIC:
         if data.startswith(magic):

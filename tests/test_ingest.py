@@ -7,6 +7,7 @@ import io
 import struct
 import zipfile
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -154,7 +155,7 @@ def _zip() -> bytes:
         ("archive.jpg", _zip(), "not a raster image (looks like a ZIP archive)"),
         ("print.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n", "not a raster image (looks like PostScript/EPS)"),
         ("clip.jpg", b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom" + b"\0" * 64, "(looks like an MP4/MOV video)"),
-        ("iphone.jpg", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64, "HEIC/HEIF images are not supp"),
+        ("iphone.jpg", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64, "truncated or corrupt HEIF data"),
         ("layers.png", b"8BPS\0\x01" + b"\0" * 64, "Photoshop PSD images are not supported"),
         ("noise.jpg", bytes(range(256)) * 4, "not a supported image format (unrecognised data)"),
         ("empty.jpg", b"", "empty file"),
@@ -479,3 +480,55 @@ def test_resize_rgba_does_not_bleed_hidden_colour():
 
 def test_apply_orientation_is_identity_for_1(coffee_rgb):
     assert apply_orientation(coffee_rgb, 1) is coffee_rgb
+
+
+# --- HEIC/HEIF: photos straight from a phone ------------------------------------------------------
+
+HEIC = Path(__file__).parent / "data"  # written by tests/data/make_heic.py from this reference
+
+
+def _heic_reference() -> np.ndarray:
+    import cv2
+    from skimage import data
+
+    return cv2.resize(data.coffee(), (150, 100), interpolation=cv2.INTER_AREA)
+
+
+def test_heic_from_a_phone_decodes_like_any_photo():
+    reference = _heic_reference().astype(int)
+    photo = load_bytes((HEIC / "photo.heic").read_bytes(), "IMG_0001.HEIC")
+    assert photo.format == "HEIF" and photo.name == "IMG_0001" and photo.rgb.shape == (100, 150, 3)
+    assert np.abs(photo.rgb.astype(int) - reference).mean() < 4  # HEVC at quality 90
+    # Its rotation (the HEIF irot box an iPhone writes) is applied once, like EXIF orientation 6.
+    turned = load_bytes((HEIC / "rotated.heic").read_bytes(), "IMG_0002.HEIC")
+    assert turned.rgb.shape == (150, 100, 3)
+    assert np.abs(turned.rgb.astype(int) - np.rot90(reference, -1)).mean() < 4
+
+
+def test_a_display_p3_heic_is_converted_to_srgb():
+    """iPhones tag HEIC as Display P3 (nclx primaries 12): the same numbers mean more saturated
+    colours, so the decoded sRGB values are further from grey than the file's own."""
+    plain = load_bytes((HEIC / "photo.heic").read_bytes()).rgb.astype(float)
+    p3 = load_bytes((HEIC / "display-p3.heic").read_bytes()).rgb.astype(float)
+    spread = lambda a: np.abs(a - a.mean(axis=2, keepdims=True)).mean()  # noqa: E731
+    assert spread(p3) > spread(plain) * 1.05
+
+
+def test_nclx_conversion_matches_the_published_p3_to_srgb_matrix():
+    """Display P3 -> sRGB: linear-light matrix from CSS Color Module Level 4's sample code
+    (lin_P3 -> XYZ -> lin_sRGB), the sRGB curve on both sides (IEC 61966-2-1)."""
+    from product_studio.imaging import nclx_to_srgb
+
+    p3 = {"color_primaries": 12, "transfer_characteristics": 13, "color_primary_red_x": 0.680,
+          "color_primary_red_y": 0.320, "color_primary_green_x": 0.265, "color_primary_green_y": 0.690,
+          "color_primary_blue_x": 0.150, "color_primary_blue_y": 0.060, "color_primary_white_x": 0.3127,
+          "color_primary_white_y": 0.3290}
+    published = np.array([[1.2249401, -0.2249404, 0.0], [-0.0420569, 1.0420571, 0.0], [-0.0196376, -0.0786361, 1.0982735]])
+    colours = np.array([[[200, 120, 60], [90, 160, 200], [128, 128, 128], [240, 230, 220]]], np.uint8)
+    v = colours / 255
+    linear = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4) @ published.T
+    linear = np.clip(linear, 0, 1)
+    expected = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055) * 255
+    assert np.abs(nclx_to_srgb(colours, p3).astype(float) - expected).max() <= 1.0
+    with pytest.raises(BadInput, match="HDR"):
+        nclx_to_srgb(colours, p3 | {"transfer_characteristics": 16})

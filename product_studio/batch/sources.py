@@ -20,7 +20,7 @@ from ..errors import BadInput
 from ..naming import is_url, safe_name, stem
 from .outcomes import REPORTS
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif", ".heic", ".heif"})
 
 
 @dataclass(frozen=True)
