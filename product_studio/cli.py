@@ -21,13 +21,23 @@ from rich.progress import (
 from rich.table import Table
 
 from .config import get_settings
-from .errors import BadInput, ProductStudioError
+from .errors import BadInput, BadSetting, ProductStudioError
 from .naming import safe_stem, unique_names
 from .presets import TARGETS, get_target
 from .scenes import SCENES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn product photos into listing-ready images.")
+
+
+@app.callback()
+def _settings_first() -> None:
+    # Every command reads the settings: a bad PRODUCT_STUDIO_* value is one line and exit 2
+    # before any work, not a traceback from wherever it is first read.
+    try:
+        get_settings()
+    except BadSetting as exc:
+        raise _fail(exc) from None
 
 
 class _Consoles:

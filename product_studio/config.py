@@ -9,8 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ByteSize, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import BadSetting
 
 
 def _default_data_dir() -> Path:
@@ -73,7 +75,8 @@ class Settings(BaseSettings):
     scenes_file: Path | None = Field(None, description="TOML file of extra [[scene]] presets")
 
     # Input limits (decompression bombs, absurd uploads)
-    max_input_bytes: int = 50 * 1024 * 1024
+    max_input_bytes: ByteSize = Field(50 * 1024 * 1024, ge=1, description="bytes per photo: a number, or a size "
+                                                                       "like 50MB or 200 MiB (MB = 10^6, MiB = 2^20)")
     max_input_pixels: int = 100_000_000
     min_input_side: int = 16
 
@@ -111,7 +114,8 @@ class Settings(BaseSettings):
                                           "(addresses or CIDRs, comma-separated); empty: none, the client is the "
                                           "peer address")
     max_upload_files: int = Field(50, ge=1, description="photos per upload")
-    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1, description="bytes per upload request, all photos")
+    max_upload_bytes: ByteSize = Field(200 * 1024 * 1024, ge=1, description="bytes per upload request, all "
+                                                                         "photos: a number, or a size like 200 MiB")
     templates_dir: Path = Field(Path(__file__).resolve().parent.parent / "templates", description="Jinja templates")
 
     # Webhooks and fetching
@@ -141,6 +145,26 @@ class Settings(BaseSettings):
     webhook_callback_url: str | None = Field(None, description="single-store default: completion callback URL")
     webhook_queue: str = Field("cpu-intake", description="Celery queue of webhook intake (fetching, job creation); "
                                                          "e.g. 'webhooks' for workers of their own")
+
+    # Publishing back to the store (product_studio/publish; per store in the stores file too)
+    publish: str = Field("off", pattern="^(off|on-approve|auto)$",
+                         description="single-store default: when variants go back to the product: off, on-approve "
+                                     "(approving one publishes it), auto (every variant that passes its check and "
+                                     "whose photo needs no review)")
+    publish_mode: str = Field("append", pattern="^(append|replace-main)$",
+                              description="single-store default: append the images, or replace-main: the first "
+                                          "target's variant of the first photo becomes the main image")
+    shopify_shop: str | None = Field(None, description="single-store default: the shop's myshopify.com domain "
+                                                       "(webhooks from other shops are refused once set)")
+    shopify_access_token: SecretStr | None = Field(None, description="single-store default: Admin API access "
+                                                                     "token (scope write_products) for publishing")
+    shopify_api_url: str | None = Field(None, description="single-store default: Admin API base URL; default "
+                                                          "https://<shopify_shop>")
+    shopify_api_version: str = Field("2026-10", pattern=r"^(\d{4}-\d{2}|unstable)$",
+                                     description="GraphQL Admin API version used for publishing")
+    publish_timeout: float = Field(30.0, gt=0, description="seconds one request to a store's API may take")
+    publish_media_wait: float = Field(120.0, gt=0, description="seconds to wait for the platform to finish "
+                                                               "processing an uploaded image (Shopify: READY)")
 
     @field_validator("login_rate_limit", "login_client_rate_limit", "regenerate_limit_per_variant",
                      "regenerate_limit_per_job")
@@ -226,4 +250,22 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings, read once. Raises BadSetting naming each bad PRODUCT_STUDIO_* variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise BadSetting(settings_problems(exc)) from None
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """One line per bad setting: the variable, its value (a secret's never) and what is accepted."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        info = Settings.model_fields.get(field)
+        secret = info is not None and "SecretStr" in str(info.annotation)
+        value = "" if secret or error.get("input") is None else f"={str(error['input'])[:80]!r}"
+        accepted = f" (accepted: {info.description})" if info is not None and info.description else ""
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"PRODUCT_STUDIO_{field.upper()}{value}: {message}{accepted}")
+    return "bad setting: " + "; ".join(lines)

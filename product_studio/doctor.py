@@ -153,7 +153,12 @@ if __name__ == "__main__":  # `python -m product_studio.doctor --json`: the web 
 
     from .config import get_settings
 
-    checks = [dataclasses.asdict(c) for c in run_checks(get_settings())]
+    from .errors import BadSetting
+
+    try:
+        checks = [dataclasses.asdict(c) for c in run_checks(get_settings())]
+    except BadSetting as exc:  # the Status page shows it as its one failing check
+        checks = [{"name": "settings", "status": "fail", "detail": str(exc)}]
     if "--json" in sys.argv:
         print(json.dumps(checks))
     else:

@@ -31,6 +31,11 @@ class Conflict(BadInput):
     http_status = 409
 
 
+class BadSetting(BadInput):
+    """A PRODUCT_STUDIO_* setting (environment or .env) has a value that cannot be used: the
+    message names the variable, the value (never a secret's) and what is accepted."""
+
+
 class UnknownName(BadInput):
     """A target, scene, detector or backend name that does not exist."""
 

@@ -1,0 +1,45 @@
+"""A newcomer's first hour (issue 15): every message says what to do.
+
+Run as a new user runs them: the installed `product-studio` command in a child process, with the
+environment they would have set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = str(Path(sys.executable).with_name("product-studio"))
+
+
+def run(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
+    full |= {"PRODUCT_STUDIO_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "100", **env}
+    return subprocess.run([CLI, *args], env=full, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(("variable", "value", "accepted"), [
+    ("MAX_INPUT_BYTES", "fifty megs", "a size like 50MB or 200 MiB"),
+    ("CUTOUT_THREADS", "-1", "greater than or equal to 0"),
+    ("SESSION_COOKIE_SECURE", "nah", "valid boolean"),
+])
+@pytest.mark.parametrize("command", [["process", "missing.jpg"], ["doctor"], ["serve", "--no-worker"]])
+def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(tmp_path, variable, value, accepted, command):
+    r = run(*command, env={f"PRODUCT_STUDIO_{variable}": value}, tmp_path=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    message = " ".join(r.stderr.split())  # the console may wrap the line
+    assert f"PRODUCT_STUDIO_{variable}='{value}'" in message and accepted in message
+
+
+def test_sizes_are_read_as_the_readme_writes_them(monkeypatch):
+    from product_studio import config
+
+    for text, size in (("50 MB", 50_000_000), ("200 MiB", 200 * 2**20), ("52428800", 52428800)):
+        monkeypatch.setenv("PRODUCT_STUDIO_MAX_INPUT_BYTES", text)
+        config.get_settings.cache_clear()
+        assert config.get_settings().max_input_bytes == size
+    config.get_settings.cache_clear()
