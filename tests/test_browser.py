@@ -188,6 +188,8 @@ def test_touch_up_fixes_the_cutout_and_the_variants_follow(server, browser, tmp_
     page.wait_for_url(f"{base}/jobs/{job_id}#a-{asset_id}")
     page.wait_for_selector("#panel[data-final='1']", state="attached", timeout=240_000)
     assert page.locator(f"#a-{asset_id} .badge", has_text="your mask v1").count() == 1
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(OUTPUT / "touch-up-saved.png"), full_page=True)
 
     after = httpx.get(f"{server}/api/v1/jobs/{job_id}", headers=auth).json()["assets"][0]
     iou_after = iou(httpx.get(f"{server}/api/v1/assets/{asset_id}/mask", headers=auth).content, truth)
