@@ -102,7 +102,7 @@ def process(
 
     table = Table(title=f"{len(photos)} photo(s) -> {out_dir}")
     for col in ("photo", "target", "pixels", "bytes", "check", "seconds"):
-        table.add_column(col, justify="right" if col in ("bytes", "seconds") else "left")
+        table.add_column(col, justify="right" if col in ("bytes", "seconds") else "left", overflow="fold")
     exit_code = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=_c.err, transient=True) as progress:
@@ -190,31 +190,48 @@ def _pixels(path: Path) -> str:
         return f"{im.width}x{im.height}"
 
 
-@app.command()
-def targets() -> None:
-    """List the export targets and their rules."""
-    table = Table(title="export targets")
-    for col in ("target", "what", "canvas", "background", "format", "rules"):
-        table.add_column(col)
-    for t in TARGETS.values():
-        table.add_row(t.name, t.title, f"{t.width}x{t.height}", "pure white" if t.pure_white else "scene",
-                      t.format, "; ".join(t.rules()))
+_JSON = Annotated[bool, typer.Option("--json", help="print JSON (a list of objects) instead of a table")]
+
+
+def _listing(title: str | None, columns: list[str], rows: list[list[str]], as_json: bool, whole: tuple[str, ...]) -> None:
+    """Print rows as JSON, or as a table whose `whole` columns (names and ids: what a user reads
+    back or types) are never cut off at any terminal width; the other columns wrap."""
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps([dict(zip(columns, row)) for row in rows], indent=2) + "\n")
+        return
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        if col in whole:
+            table.add_column(col, no_wrap=True, min_width=max([len(col)] + [len(r[i]) for r in rows]))
+        else:
+            table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
     _c.out.print(table)
 
 
 @app.command()
-def scenes() -> None:
+def targets(as_json: _JSON = False) -> None:
+    """List the export targets and their rules."""
+    rows = [[t.name, t.title, f"{t.width}x{t.height}", "pure white" if t.pure_white else "scene", t.format,
+             "; ".join(t.rules())] for t in TARGETS.values()]
+    _listing("export targets", ["target", "what", "canvas", "background", "format", "rules"], rows, as_json,
+             whole=("target",))
+
+
+@app.command()
+def scenes(as_json: _JSON = False) -> None:
     """List the scene presets."""
     from .backends.registry import scene_backend
 
-    table = Table(title="scene presets")
-    for col in ("scene", "backend", "what"):
-        table.add_column(col)
+    rows = []
     for s in SCENES.values():
         backend = scene_backend(s.backend)
         needs = [what for what, yes in (("weights", backend.needs_weights), ("a GPU", backend.needs_gpu)) if yes]
-        table.add_row(s.name, s.backend + (f" (needs {' and '.join(needs)})" if needs else ""), s.title)
-    _c.out.print(table)
+        rows.append([s.name, s.backend + (f" (needs {' and '.join(needs)})" if needs else ""), s.title])
+    _listing("scene presets", ["scene", "backend", "what"], rows, as_json, whole=("scene",))
 
 
 @app.command()
@@ -233,9 +250,9 @@ def check(
     except ProductStudioError as exc:
         raise _fail(exc) from None
     table = Table(title=f"{image.name} vs {t.name}")
-    table.add_column("rule")
-    table.add_column("result")
-    table.add_column("detail")
+    table.add_column("rule", overflow="fold")
+    table.add_column("result", overflow="fold")
+    table.add_column("detail", overflow="fold")
     for r in report.rules:
         table.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
     table.add_row("AI label", "yes" if report.ai_labelled else "no", "IPTC DigitalSourceType trainedAlgorithmicMedia")
@@ -253,11 +270,11 @@ def doctor() -> None:
 
     table = Table(title="product-studio doctor")
     for col in ("component", "status", "detail"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     worst = 0
     for c in run_checks(get_settings()):
         table.add_row(c.name, {"ok": "[green]ok[/green]", "warn": "[yellow]missing[/yellow]",
-                               "fail": "[red]FAIL[/red]"}[c.status], c.detail)
+                               "fail": "[red]FAIL[/red]"}[c.status], escape(c.detail))
         worst = max(worst, {"ok": 0, "warn": 0, "fail": 1}[c.status])
     _c.out.print(table)
     raise typer.Exit(worst)
@@ -268,22 +285,18 @@ app.add_typer(models_app, name="models")
 
 
 @models_app.callback()
-def models_list(ctx: typer.Context) -> None:
+def models_list(ctx: typer.Context, as_json: _JSON = False) -> None:
     """List every known model: size, licence, where it comes from, and whether it is here."""
     if ctx.invoked_subcommand:
         return
     from .provision import describe
 
-    table = Table(title="models")
-    for col in ("model", "status", "size", "licence", "source", "where"):
-        table.add_column(col, overflow="fold")
     try:
-        rows = describe(get_settings())
+        described = describe(get_settings())
     except ProductStudioError as exc:
         raise _fail(exc) from None
-    for row in rows:
-        table.add_row(row.model, row.status, row.size, row.licence, row.source, row.where)
-    _c.out.print(table)
+    rows = [[r.model, r.status, r.size, r.licence, r.source, r.where] for r in described]
+    _listing("models", ["model", "status", "size", "licence", "source", "where"], rows, as_json, whole=("model",))
 
 
 @models_app.command("fetch")
@@ -469,19 +482,15 @@ def keys_create(name: Annotated[str, typer.Argument(help="what the key is for, e
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: _JSON = False) -> None:
     """The live keys: id, name, prefix, when made and last used."""
     from . import runtime
     from .auth import list_keys
 
-    table = Table()
-    for col in ("id", "name", "key", "created", "last used"):
-        table.add_column(col)
     with runtime.database().session() as s:
-        for k in list_keys(s):
-            table.add_row(k.id, k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d}",
-                          f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never")
-    _c.out.print(table)
+        rows = [[k.id, k.name, k.prefix, k.created_at.isoformat(timespec="seconds"),
+                 k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "never"] for k in list_keys(s)]
+    _listing(None, ["id", "name", "key prefix", "created", "last used"], rows, as_json, whole=("id", "key prefix"))
 
 
 @keys_app.command("revoke")

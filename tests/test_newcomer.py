@@ -43,3 +43,28 @@ def test_sizes_are_read_as_the_readme_writes_them(monkeypatch):
         config.get_settings.cache_clear()
         assert config.get_settings().max_input_bytes == size
     config.get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("columns", ["60", "80"])
+def test_listings_never_cut_a_name_or_id_and_speak_json(tmp_path, columns):
+    """What a user reads back or types (target, scene and model names, key ids) is whole at any
+    width and when piped; --json gives the same rows to scripts."""
+    import json
+
+    from product_studio.presets import TARGETS
+    from product_studio.scenes import SCENES
+
+    env = {"COLUMNS": columns}
+    shown = run("targets", env=env, tmp_path=tmp_path).stdout
+    assert all(name in shown for name in TARGETS) and "…" not in shown
+    shown = run("scenes", env=env, tmp_path=tmp_path).stdout
+    assert all(name in shown for name in SCENES) and "…" not in shown
+    key = run("keys", "create", "catalog-sync", env=env, tmp_path=tmp_path).stdout.strip()
+    listed = run("keys", "list", env=env, tmp_path=tmp_path)
+    rows = json.loads(run("keys", "list", "--json", env=env, tmp_path=tmp_path).stdout)
+    assert len(rows) == 1 and rows[0]["id"] in listed.stdout and key.startswith(rows[0]["key prefix"])
+    revoked = run("keys", "revoke", rows[0]["id"], env=env, tmp_path=tmp_path)  # the id as shown is taken
+    assert revoked.returncode == 0, revoked.stderr
+    for command in (["targets"], ["scenes"], ["models"]):
+        doc = json.loads(run(*command, "--json", env=env, tmp_path=tmp_path).stdout)
+        assert doc and all(isinstance(row, dict) for row in doc)
