@@ -244,9 +244,10 @@ def check(
 
     try:
         t = get_target(target)
-        if not image.is_file():
-            raise ProductStudioError(f"{image}: no such file")
-        report = check_bytes(image.read_bytes(), t, image.name)
+        from .pipeline.ingest import read_bounded
+
+        data = read_bounded(image, image.name or str(image), get_settings())  # BadInput (2) like process
+        report = check_bytes(data, t, image.name)
     except ProductStudioError as exc:
         raise _fail(exc) from None
     table = Table(title=f"{image.name} vs {t.name}")
@@ -503,6 +504,36 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id or its 
         if not revoke_key(s, key_id):
             raise _fail(BadInput(f"no live key {key_id!r}"))
     _c.out.print(f"revoked {key_id}")
+
+
+@app.command()
+def publish(job_id: Annotated[str, typer.Argument(help="the job whose variants go back to its store product")],
+            approved_only: Annotated[bool, typer.Option("--approved-only", help="only the approved variants")] = False,
+            as_json: _JSON = False) -> None:
+    """Publish a webhook job's variants to the store product its photos came from: every finished
+    variant whose check passed and that is not rejected (--approved-only: the approved ones). The
+    workers do the uploads; the table shows each publication as it stands now."""
+    from . import runtime
+    from .jobs.documents import publication_document
+    from .models import Publication
+    from .publish.service import publish_job
+
+    try:
+        requested = publish_job(job_id, approved_only=approved_only)
+        if requested.steps:
+            from tasks.pipeline import enqueue
+
+            enqueue(requested.steps)
+        with runtime.database().session() as s:
+            docs = [publication_document(p) for p in s.query(Publication).filter(Publication.job_id == job_id)
+                    .order_by(Publication.created_at)]
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    rows = [[d["id"], d["platform"], d["store"], d["product_id"], d["status"], d["error"] or d["admin_url"] or ""]
+            for d in docs]
+    _listing(f"job {job_id}: {len(requested.queued)} queued", ["publication", "platform", "store", "product",
+                                                                  "status", "detail"], rows, as_json,
+             whole=("publication", "status"))
 
 
 def main() -> None:  # pragma: no cover

@@ -68,3 +68,25 @@ def test_listings_never_cut_a_name_or_id_and_speak_json(tmp_path, columns):
     for command in (["targets"], ["scenes"], ["models"]):
         doc = json.loads(run(*command, "--json", env=env, tmp_path=tmp_path).stdout)
         assert doc and all(isinstance(row, dict) for row in doc)
+
+
+def test_exit_codes_mean_what_the_readme_says(tmp_path, coffee_rgb, photo_bytes):
+    """2 bad input, 4 a service that may come back (named, its password hidden), 1 only a failed check."""
+    from product_studio.batch.journal import STATE_DIR, locked
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cup.jpg").write_bytes(photo_bytes(coffee_rgb))
+    assert run("check", "missing.jpg", "-t", "ebay", env={}, tmp_path=tmp_path).returncode == 2
+    assert run("process", "missing.jpg", "-t", "ebay", env={}, tmp_path=tmp_path).returncode == 2
+
+    down = {"PRODUCT_STUDIO_BROKER_URL": "redis://:hunter2@127.0.0.1:1/0"}
+    for _ in range(2):  # the rerun still names the broker, not a missing worker
+        r = run("batch", "photos", "--out", "out", "-t", "ebay", "--via-celery", env=down, tmp_path=tmp_path)
+        message = " ".join(r.stderr.split())
+        assert r.returncode == 4, r.stdout + r.stderr
+        assert "cannot reach the broker redis://:***@127.0.0.1:1/0" in message and "hunter2" not in r.stdout + r.stderr
+        assert "unexpected" not in (tmp_path / "out" / "failures.csv").read_text()
+
+    with locked(tmp_path / "busy" / STATE_DIR):
+        r = run("batch", "photos", "--out", "busy", "-t", "ebay", env={}, tmp_path=tmp_path)
+    assert r.returncode == 4 and "another batch is writing to this folder" in " ".join(r.stderr.split())

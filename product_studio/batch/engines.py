@@ -159,20 +159,37 @@ class Celery:
         self.moved, self.last_move, self.picked_up = -1, time.monotonic(), False
 
     def submit(self, task: Task, data: bytes) -> Failed | None:
+        """Record the item's job and enqueue its work; an item the job service refuses is its
+        failure. Raises TransientError naming the broker when it cannot be reached: that stops the
+        run (every other item would fail alike) and a rerun resumes."""
         from ..jobs import Upload, submit
+        from ..jobs.steps import cutouts
+        from ..models import JOB_FINAL, StageStatus
 
         item = task.item
         try:
             submission = submit([Upload(item.source, data, item.title, item.category)], targets=list(self.targets),
                                 scene=self.scene, seed=self.seed, origin="batch", settings=self.settings)
+        except Exception as exc:
+            return as_failure(exc, item.source, "submit")
+        job = submission.job
+        steps = submission.steps
+        if not submission.created and job.status not in JOB_FINAL:
+            # Found again on a rerun: its messages may have been lost with an unreachable broker
+            # (the units are idempotent, so a message still in line costs at most a repeat).
+            steps = cutouts([a.id for a in job.assets if a.cutout_status == StageStatus.PENDING])
+        try:
             from tasks.pipeline import (
                 enqueue,  # the door enqueues; importing the batch needs no Celery
             )
 
-            enqueue(submission.steps)
-        except Exception as exc:
-            return as_failure(exc, item.source, "submit")
-        job = submission.job
+            enqueue(steps)
+        except Exception as exc:  # kombu's OperationalError, a refused connection...
+            from ..redact import redact_url
+
+            raise TransientError(f"cannot reach the broker {redact_url(self.settings.broker_url)} "
+                                 f"({type(exc).__name__}: {exc}): start it, or fix PRODUCT_STUDIO_BROKER_URL, "
+                                 "then rerun this command to resume") from None
         if not self.waiting:
             self.last_move = time.monotonic()  # the wait for a worker starts with the first job
         self.waiting.setdefault(job.id, []).append(task)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import ProductStudioError
+from ..errors import TransientError
 from ..files import recover_swaps
 
 STATE_DIR = ".batch"  # inside OUT; product names never start with a dot, so none can clash with it
@@ -72,7 +72,8 @@ def locked(state: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ProductStudioError(f"{state.parent}: another batch is writing to this folder") from None
+            raise TransientError(f"{state.parent}: another batch is writing to this folder: wait for it to "
+                                 "finish (or stop it), then run again") from None
         yield
     finally:
         os.close(fd)
