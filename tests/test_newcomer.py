@@ -90,3 +90,25 @@ def test_exit_codes_mean_what_the_readme_says(tmp_path, coffee_rgb, photo_bytes)
     with locked(tmp_path / "busy" / STATE_DIR):
         r = run("batch", "photos", "--out", "busy", "-t", "ebay", env={}, tmp_path=tmp_path)
     assert r.returncode == 4 and "another batch is writing to this folder" in " ".join(r.stderr.split())
+
+
+def test_white_background_variants_carry_no_scene_in_their_names(monkeypatch, tmp_path, coffee_rgb, photo_bytes):
+    from fastapi.testclient import TestClient
+
+    from tests.web_helpers import fresh_app, run_job, sign_in
+
+    app, key = fresh_app(monkeypatch, tmp_path)
+    client = TestClient(app, base_url="https://testserver")
+    auth = {"Authorization": f"Bearer {key}"}
+    r = client.post("/api/v1/jobs", headers=auth, data={"targets": ["ebay", "etsy"], "scene": "marble"},
+                    files=[("files", ("coffee.jpg", photo_bytes(coffee_rgb), "image/jpeg"))])
+    run_job(r.json()["id"])
+    variants = {v["target"]: v for v in client.get(f"/api/v1/jobs/{r.json()['id']}", headers=auth).json()
+                ["assets"][0]["variants"]}
+    names = {t: client.get(f"/api/v1/variants/{v['id']}/download", headers=auth).headers["content-disposition"]
+             for t, v in variants.items()}
+    assert 'filename="coffee-ebay-0.jpg"' in names["ebay"]  # nothing of marble is drawn on white
+    assert 'filename="coffee-etsy-marble-0.jpg"' in names["etsy"]
+    sign_in(client)
+    page = client.get(f"/jobs/{r.json()['id']}").text
+    assert "white background" in page and "marble · seed 0" in page

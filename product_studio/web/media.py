@@ -57,8 +57,14 @@ def _text(value: str | None, limit: int = 500) -> str | None:
 
 
 def variant_filename(variant: Variant) -> str:
+    """"<photo>-<target>-<scene>-<seed>.<ext>"; a pure-white target draws no scene, so its name
+    has none ("coffee-amazon-main-0.jpg")."""
+    from ..presets import TARGETS
+
     ext = extension_for(variant.content_type)
-    return f"{variant.asset.name}-{variant.target}-{variant.scene or 'default'}-{variant.seed}.{ext}"
+    target = TARGETS.get(variant.target)
+    scene = "" if target is not None and target.pure_white else f"-{variant.scene or 'default'}"
+    return f"{variant.asset.name}-{variant.target}{scene}-{variant.seed}.{ext}"
 
 
 # RFC 8187 section 3.2.1 attr-char, beyond letters and digits: what filename*= may carry unencoded.
