@@ -389,6 +389,9 @@ def serve(
         stop_worker()
 
 
+INITIAL_PASSWORD_FILE = "initial-admin-password"  # in data_dir, mode 0600, until `users password admin`
+
+
 def _first_admin() -> None:
     """On a fresh installation, make the admin `admin` with a random password, kept in a 0600 file
     in data_dir, so the pages can be opened at once; `users password admin` changes it."""
@@ -403,7 +406,7 @@ def _first_admin() -> None:
             return
         password = secrets.token_urlsafe(12)
         add_user(s, "admin", password)
-        path = get_settings().data_dir / "initial-admin-password"
+        path = get_settings().data_dir / INITIAL_PASSWORD_FILE
         atomic_write_bytes(path, password.encode() + b"\n", mode=0o600)
     _c.err.print(f"First start: sign in as [bold]admin[/bold] with the password in {path}")
 
@@ -457,10 +460,12 @@ def users_add(username: Annotated[str, typer.Argument(help="the name to sign in 
 
 @users_app.command("password")
 def users_password(username: str, password_stdin: _STDIN = False) -> None:
-    """Set an admin's password."""
+    """Set an admin's password (for `admin`, the first start's password file goes: it is stale)."""
     from .auth import set_password
 
     _change_admin(set_password, username, password_stdin, f"password set for {username}")
+    if username == "admin":
+        (get_settings().data_dir / INITIAL_PASSWORD_FILE).unlink(missing_ok=True)
 
 
 keys_app = typer.Typer(help="API keys for the JSON API (stored hashed; shown once).", no_args_is_help=True)

@@ -207,6 +207,7 @@ def test_shopify_export_groups_images_by_handle_in_position_order(tmp_path, env,
         ["classic-tee", "Classic Tee", "<p>Soft</p>", "TEE-S", server.url("/cdn/tee-back.jpg"), "2", "Shirts", ""],
         ["classic-tee", "", "", "TEE-M", "", "", "", ""],  # a variant row: no image, skipped
         ["classic-tee", "", "", "", server.url("/cdn/tee-front.jpg"), "1", "", ""],  # continuation row
+        ["classic-tee", "", "", "TEE-L", server.url("/cdn/tee-front.jpg"), "", "", ""],  # the same image again
         ["Cap/Hat?", "Cap", "", "CAP", server.url("/cdn/cap.jpg"), "1", "", "Apparel > Hats"],
     ])
     out = tmp_path / "out"
@@ -216,7 +217,14 @@ def test_shopify_export_groups_images_by_handle_in_position_order(tmp_path, env,
     by_path = {r["path"]: r for r in manifest(out)}
     assert by_path[f"classic-tee/1/{TARGET}.jpg"]["source"].endswith("/cdn/tee-front.jpg")  # Image Position 1
     assert by_path[f"classic-tee/2/{TARGET}.jpg"]["source"].endswith("/cdn/tee-back.jpg")
-    assert summary(out)["skipped"] == 1
+    assert (summary(out)["skipped"], summary(out)["repeats"]) == (1, 1)  # a repeat is not "no image"
+    shas = {r["path"]: (r["source_sha256"], r["sha256"]) for r in manifest(out)}
+    import hashlib
+
+    for path, (source_sha, sha) in shas.items():  # the output's own hash beside the source's
+        assert sha == hashlib.sha256((out / path).read_bytes()).hexdigest() and source_sha != sha
+    again = batch(str(source), "--out", str(out))  # everything resumed: no rate to speak of
+    assert summary(out)["products_per_minute"] is None and "products per minute │ -" in " ".join(again.output.split())
 
 
 def test_csv_without_an_image_column_names_the_file_and_what_it_found(tmp_path, env):
@@ -245,7 +253,7 @@ def test_identical_images_are_made_once_and_every_product_gets_them(tmp_path, en
     assert (s["processed"], s["deduped"], s["done"]) == (2, 2, 4)
     for name in FILES:
         assert (out / "A" / name).read_bytes() == (out / "B" / name).read_bytes() == (out / "U" / name).read_bytes()
-    shas = {r["product"]: r["sha256"] for r in manifest(out)}
+    shas = {r["product"]: r["source_sha256"] for r in manifest(out)}
     assert shas["A"] == shas["B"] == shas["U"] != shas["C"]
 
 

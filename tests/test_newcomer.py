@@ -112,3 +112,19 @@ def test_white_background_variants_carry_no_scene_in_their_names(monkeypatch, tm
     sign_in(client)
     page = client.get(f"/jobs/{r.json()['id']}").text
     assert "white background" in page and "marble · seed 0" in page
+
+
+def test_the_first_starts_password_file_goes_when_the_password_changes(tmp_path):
+    env = {}
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
+    full |= {"PRODUCT_STUDIO_DATA_DIR": str(tmp_path / "data")}
+
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([CLI, *args], env=full, input=stdin, capture_output=True, text=True, timeout=60)
+
+    assert cli("users", "add", "admin", "--password-stdin", stdin="first password 1\n").returncode == 0, env
+    stale = tmp_path / "data" / "initial-admin-password"
+    stale.write_text("first password 1\n")
+    r = cli("users", "password", "admin", "--password-stdin", stdin="a new password 2\n")
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists()

@@ -6,6 +6,7 @@ waited for by polling the database, copied out of the blob store); and `render`,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import signal
 import time
@@ -83,16 +84,23 @@ def render(job: RenderJob, settings: Settings | None = None) -> Rendered | Faile
         result = process_photo(source, [get_target(t) for t in job.targets], Path(job.parent), scene=job.scene,
                                seed=job.seed, detector=job.detector, title=job.title, category=job.category,
                                mask=mask, settings=settings)
-        files = [OutputFile(name, target, *_image_size(result.folder / name), (result.folder / name).stat().st_size)
+        files = [OutputFile(name, target, *_image_size(result.folder / name), (result.folder / name).stat().st_size,
+                            sha256=_sha256(result.folder / name))
                  for name, target in (("cutout.png", "cutout"), ("control.png", "control"))]
+        files[0] = dataclasses.replace(files[0], confidence=result.quality.score if result.quality else None,
+                                       review=result.review_reason or "")
+        files += [OutputFile(v.path.name, v.target, v.width, v.height, v.bytes, v.check.summary(), v.seed,
+                             v.check.warnings_line() or "", sha256=_sha256(v.path))
+                  for v in result.variants]
     except Exception as exc:
         return as_failure(exc, job.label, "process")
-    files[0] = dataclasses.replace(files[0], confidence=result.quality.score if result.quality else None,
-                                   review=result.review_reason or "")
-    files += [OutputFile(v.path.name, v.target, v.width, v.height, v.bytes, v.check.summary(), v.seed,
-                         v.check.warnings_line() or "")
-              for v in result.variants]
     return Rendered(tuple(files))
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class Inline:
@@ -238,12 +246,14 @@ class Celery:
             return Failed(f"{item.source}: " + ("; ".join(bad) or error or "no cut-out was stored"), 1, "worker")
         try:
             blobs = {"cutout.png": self.blobs.get(keys[0]), "control.png": self.blobs.get(keys[1])}
-            files = [OutputFile(n, n.removesuffix(".png"), *_image_size(d), len(d)) for n, d in blobs.items()]
+            files = [OutputFile(n, n.removesuffix(".png"), *_image_size(d), len(d), sha256=hashlib.sha256(d).hexdigest())
+                     for n, d in blobs.items()]
             files[0] = dataclasses.replace(files[0], confidence=confidence, review=review)
             for t, _, key, w, h, size, check, seed, warnings, _ in variants:
                 name = f"{t}.{get_target(t).extension}"
                 blobs[name] = self.blobs.get(key)
-                files.append(OutputFile(name, t, w, h, size, check or "", seed, warnings or ""))
+                files.append(OutputFile(name, t, w, h, size, check or "", seed, warnings or "",
+                                        sha256=hashlib.sha256(blobs[name]).hexdigest()))
             self.write_folder(item, blobs)
         except (OSError, KeyError) as exc:  # storage trouble, or a blob the database names but lacks
             return Failed(f"{item.source}: cannot copy the results out of storage ({exc})", 4, "copy")

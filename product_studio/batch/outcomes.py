@@ -26,6 +26,7 @@ class OutputFile:
     warnings: str = ""  # what the check noticed without failing (an enlargement)
     confidence: float | None = None  # the cut-out's (on the "cutout" file only)
     review: str = ""  # why the cut-out needs review, "" when it does not (on the "cutout" file only)
+    sha256: str = ""  # of the file's bytes ("" in journals written before it was recorded)
 
     @property
     def check_failed(self) -> bool:

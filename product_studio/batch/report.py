@@ -20,8 +20,9 @@ from ..redact import known_secrets, redact
 from .outcomes import REPORTS, Failed, OutputFile, Rendered
 from .sources import Catalogue, Item
 
+# source_sha256: the input photo's bytes (identical photos share it); sha256: the output file's bytes.
 MANIFEST_COLUMNS = ("source", "product", "image", "target", "path", "size", "bytes", "check", "warnings", "confidence",
-                    "needs_review", "seed", "sha256")
+                    "needs_review", "seed", "source_sha256", "sha256")
 FAILURE_COLUMNS = ("source", "product", "image", "kind", "target", "reason", "exit_code")
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
 
@@ -53,9 +54,10 @@ class BatchSummary:
     check_failed: int = 0  # variants made but failing their target's rules
     needs_review: int = 0  # items whose cut-out's confidence is below the review threshold
     skipped: int = 0  # rows without an image, non-image files in a folder
+    repeats: int = 0  # rows naming an image their product already has (taken once)
     products_done: int = 0  # products with every image finished, at least one of them this run
     seconds: float = 0.0
-    products_per_minute: float = 0.0
+    products_per_minute: float | None = None  # None when this run finished no product (all resumed)
     interrupted: bool = False
     error: str | None = None  # why the run stopped early (no Celery worker)
     exit_code: int = 0
@@ -87,7 +89,7 @@ def write_reports(out: Path, catalogue: Catalogue, records: dict[str, dict], key
                 manifest.append(where | photo | {"target": f.target, "path": f"{item.folder}/{f.name}",
                                                  "size": f"{f.width}x{f.height}", "bytes": f.bytes, "check": f.check,
                                                  "warnings": f.warnings, "seed": "" if f.seed is None else f.seed,
-                                                 "sha256": record["sha256"]})
+                                                 "source_sha256": record["sha256"], "sha256": f.sha256})
                 if f.check_failed:
                     failures.append(where | {"kind": "check", "target": f.target, "reason": f.check,
                                              "exit_code": 1})
@@ -101,7 +103,7 @@ def write_reports(out: Path, catalogue: Catalogue, records: dict[str, dict], key
     s.check_failed = sum(1 for f in failures if f["kind"] == "check")
     images = {item.product: item.images for item in catalogue.items}
     s.products_done = sum(1 for p in touched if done_by_product.get(p) == images[p])
-    s.products_per_minute = 60 * s.products_done / s.seconds if s.seconds > 0 else 0.0
+    s.products_per_minute = 60 * s.products_done / s.seconds if s.seconds > 0 and s.products_done else None
     s.exit_code = max([0, *codes, TransientError.exit_code if s.error else 0])
     if s.interrupted:
         s.exit_code = INTERRUPTED
@@ -192,7 +194,8 @@ def summary_table(s: BatchSummary):
             ("variants failing their checks", f"[red]{s.check_failed}[/red]" if s.check_failed else 0),
             ("photos whose cut-out needs review", f"[yellow]{s.needs_review}[/yellow]" if s.needs_review else 0),
             ("rows / files skipped (no image)", s.skipped),
-            ("time", f"{s.seconds:.1f} s"), ("products per minute", f"{s.products_per_minute:.1f}")]
+            ("repeated images in a product (taken once)", s.repeats),
+            ("time", f"{s.seconds:.1f} s"), ("products per minute", "-" if s.products_per_minute is None else f"{s.products_per_minute:.1f}")]
     for name, value in rows:
         table.add_row(name, str(value))
     for name, path in s.reports.items():

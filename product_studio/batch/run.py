@@ -109,7 +109,8 @@ class _Run:
         self.stopping = False
         mode = "celery" if options.via_celery else f"in-process, {options.jobs} job(s)"
         self.summary = BatchSummary(catalogue.source, str(out), mode, items=len(catalogue.items),
-                                    products=catalogue.products, skipped=catalogue.skipped)
+                                    products=catalogue.products, skipped=catalogue.skipped,
+                                    repeats=catalogue.repeats)
         self.valid: set[str] = set()  # keys of items whose "done" record is true on disk
         self.finished: dict[str, tuple[Item, Rendered]] = {}  # dedupe key -> an item holding its files
         self.failed: dict[str, Failed] = {}

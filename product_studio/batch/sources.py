@@ -55,6 +55,7 @@ class Catalogue:
     kind: str  # "folder", "glob", "file", "shopify-csv", "csv"
     items: tuple[Item, ...]
     skipped: int = 0  # rows without an image (Shopify variant rows), non-image files in a folder
+    repeats: int = 0  # rows naming an image their product already has (taken once)
 
     @property
     def products(self) -> int:
@@ -160,8 +161,8 @@ def read_csv(path: Path) -> Catalogue:
             raise BadInput(f"{path}, line {reader.line_num}: {exc}") from None
 
     if "handle" in columns and "image src" in columns:
-        rows, skipped = _shopify_rows(records(), path.parent)
-        return Catalogue(str(path), "shopify-csv", _make_items(rows), skipped)
+        rows, skipped, repeats = _shopify_rows(records(), path.parent)
+        return Catalogue(str(path), "shopify-csv", _make_items(rows), skipped, repeats)
     if "image" not in columns:
         raise BadInput(f"{path}: no 'image' column (found: {', '.join(h for h in header if h) or 'none'}); "
                        "expected image,sku,title,category or a Shopify product export (Handle, Image Src, ...)")
@@ -182,10 +183,11 @@ def _plain_rows(records: Iterator[tuple[int, dict[str, str]]], csv_path: Path) -
     return rows
 
 
-def _shopify_rows(records: Iterator[tuple[int, dict[str, str]]], base: Path) -> tuple[list[_Row], int]:
+def _shopify_rows(records: Iterator[tuple[int, dict[str, str]]], base: Path) -> tuple[list[_Row], int, int]:
     """Shopify repeats a product's Handle on every row; only its first row has the Title (and Type),
-    and variant rows have no Image Src (skipped, as are repeats of the same image)."""
-    rows, skipped, seen = [], 0, set()
+    and variant rows have no Image Src (skipped). A product's image named again (a variant's own
+    image that is also a product image) is taken once. Returns (rows, skipped, repeats)."""
+    rows, skipped, repeats, seen = [], 0, 0, set()
     titles: dict[str, str] = {}
     categories: dict[str, str] = {}
     for _, r in records:
@@ -195,8 +197,11 @@ def _shopify_rows(records: Iterator[tuple[int, dict[str, str]]], base: Path) -> 
         category = r.get("type") or r.get("product category")
         if handle and category:
             categories.setdefault(handle, category)
-        if not src or (handle, src) in seen:
+        if not src:
             skipped += 1
+            continue
+        if (handle, src) in seen:
+            repeats += 1
             continue
         seen.add((handle, src))
         p, url, error = _resolve(src, base)
@@ -205,5 +210,5 @@ def _shopify_rows(records: Iterator[tuple[int, dict[str, str]]], base: Path) -> 
         rows.append(_Row(handle or None, src, p, url, order=order, error=error))
     for row in rows:
         row.title, row.category = titles.get(row.product_id or ""), categories.get(row.product_id or "")
-    return rows, skipped
+    return rows, skipped, repeats
 
