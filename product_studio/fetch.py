@@ -201,7 +201,8 @@ def _checked_addresses(u: httpx.URL, original: str, allow: _Allow, deadline: flo
         why = refusal(ip)
         if why and not allow.address(ip):
             subject = f"{ip} is" if literal else f"{host} resolves to {ip},"
-            raise BadInput(f"{_shown(original)}{via}: refused: {subject} {why}")
+            raise BadInput(f"{_shown(original)}{via}: refused: {subject} {why} (a host you trust, e.g. an "
+                           f"internal image server, can be allowed with PRODUCT_STUDIO_FETCH_ALLOW={host})")
     return addresses
 
 
@@ -365,7 +366,7 @@ def _read_capped(chunks: Iterator[bytes], max_bytes: int, deadline: float, shown
             # ISO-BMFF (AVIF, HEIF) may name its image brand after the first 16 bytes: the whole
             # file's sniff decides those.
             if buf[4:8] != b"ftyp" and media_type(bytes(buf[:16])) is None:
-                raise BadInput(f"{shown}: the bytes are not a JPEG, PNG, WebP, GIF, TIFF, BMP or AVIF image")
+                raise BadInput(f"{shown}: the bytes are not a JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF or HEIC image")
             sniffed = True
         if time.monotonic() > deadline:
             raise httpcore.ReadTimeout("the fetch's deadline passed")

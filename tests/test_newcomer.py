@@ -128,3 +128,42 @@ def test_the_first_starts_password_file_goes_when_the_password_changes(tmp_path)
     r = cli("users", "password", "admin", "--password-stdin", stdin="a new password 2\n")
     assert r.returncode == 0, r.stderr
     assert not stale.exists()
+
+
+def test_a_scene_whose_model_is_missing_loses_only_its_target_and_names_the_fix(tmp_path, coffee_rgb):
+    from product_studio.config import Settings
+    from product_studio.pipeline.ingest import Source
+    from product_studio.pipeline.process import process_photo
+    from product_studio.presets import get_target
+
+    settings = Settings(data_dir=tmp_path / "data", offline=True, diffusion_model=str(tmp_path / "no-model"),
+                        diffusion_controlnet=str(tmp_path / "no-controlnet"))
+    source = Source("coffee", coffee_rgb, None, "0" * 64, "JPEG")
+    result = process_photo(source, [get_target("amazon-main"), get_target("lifestyle")], tmp_path / "out",
+                           scene="ai-studio", settings=settings)
+    assert [v.target for v in result.variants] == ["amazon-main"]
+    assert (tmp_path / "out" / "coffee" / "amazon-main.jpg").is_file()
+    why = str(result.failures["lifestyle"])
+    assert result.failures["lifestyle"].exit_code == 3
+    assert "PRODUCT_STUDIO_OFFLINE=false" in why and "PRODUCT_STUDIO_DIFFUSION_" in why
+
+
+def test_errors_name_the_setting_flag_or_command_that_fixes_them(tmp_path, coffee_rgb, photo_bytes):
+    (tmp_path / "cup.jpg").write_bytes(photo_bytes(coffee_rgb))
+    r = run("process", "cup.jpg", "-t", "lifestyle", "--detector", "hed", "--out", "out", env={}, tmp_path=tmp_path)
+    message = " ".join(r.stderr.split())
+    assert r.returncode == 3 and "--detector hed:" in message and "PRODUCT_STUDIO_OFFLINE=false" in message
+    assert "canny" in message and not (tmp_path / "out").exists()  # no empty folder left behind
+
+    r = run("models", "fetch", "--no-warm", env={"PRODUCT_STUDIO_CUTOUT_MODEL": "isnet-general-use"}, tmp_path=tmp_path)
+    message = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 3 and "ready" not in message and "PRODUCT_STUDIO_OFFLINE=false" in message
+
+
+def test_a_refused_private_address_names_the_setting_that_allows_it():
+    from product_studio.config import Settings
+    from product_studio.errors import BadInput
+    from product_studio.fetch import fetch_image
+
+    with pytest.raises(BadInput, match="PRODUCT_STUDIO_FETCH_ALLOW=10.1.2.3"):
+        fetch_image("http://10.1.2.3/cup.jpg", Settings())

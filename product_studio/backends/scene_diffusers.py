@@ -101,10 +101,13 @@ def _load_failed(what: str, ident: str, env: str, settings: Settings, exc: Excep
     if not model_cache.is_absent(exc, ident, offline=settings.offline):
         return TransientError(f"diffusion {what} {ident!r} could not be loaded this time ({reason}); "
                               "a later try may succeed")
-    offline = (" Offline mode is on (PRODUCT_STUDIO_OFFLINE): only local folders and models already in the"
-               " Hugging Face cache can be used." if settings.offline else "")
-    return ModelUnavailable(f"diffusion {what} {ident!r} cannot be loaded ({reason}).{offline} "
-                            f"Download it and set {env} to its folder or hub id.")
+    if settings.offline:
+        fix = (" Offline mode is on: only local folders and models already in the Hugging Face cache can be"
+               f" used. Set PRODUCT_STUDIO_OFFLINE=false to let it download from the hub, or download it and set"
+               f" {env} to its folder.")
+    else:
+        fix = f" Download it and set {env} to its folder or hub id."
+    return ModelUnavailable(f"diffusion {what} {ident!r} cannot be loaded ({reason}).{fix}")
 
 
 def _check_fit(pipe, settings: Settings) -> None:

@@ -94,6 +94,9 @@ def render(job: RenderJob, settings: Settings | None = None) -> Rendered | Faile
                   for v in result.variants]
     except Exception as exc:
         return as_failure(exc, job.label, "process")
+    if result.failures:  # the other targets are in the folder; the item is redone on a rerun
+        worst = max(result.failures.values(), key=lambda e: e.exit_code)
+        return Failed("; ".join(f"{t}: {e}" for t, e in result.failures.items()), worst.exit_code, "process")
     return Rendered(tuple(files))
 
 

@@ -149,8 +149,11 @@ def _build(name: str, settings: Settings):
     except Exception as exc:  # hub/offline/file errors come in many types
         raise ModelUnavailable(
             f"edge detector {name!r} needs weights from {settings.annotators_repo!r}, which cannot be loaded "
-            f"({type(exc).__name__}); download them and set PRODUCT_STUDIO_ANNOTATORS_REPO to their folder, "
-            f"or use PRODUCT_STUDIO_EDGE_DETECTOR=canny"
+            f"({type(exc).__name__}): "
+            + ("set PRODUCT_STUDIO_OFFLINE=false to let them download from the hub, or download them and set "
+               if settings.offline else "download them and set ")
+            + "PRODUCT_STUDIO_ANNOTATORS_REPO to their folder; or choose a detector that needs no weights "
+              "(canny, lineart_standard)"
         ) from None
     return model.to(settings.device) if hasattr(model, "to") else model
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Settings, get_settings
+from ..errors import ProductStudioError
 from ..files import atomic_write_bytes, staged_folder
 from ..presets import Target
 from .check import CheckReport, check_bytes
@@ -55,6 +56,7 @@ class PhotoResult:
     seconds: float = 0.0  # wall time of the whole photo
     quality: CutoutQuality | None = None  # how far to trust the cut-out
     review_reason: str | None = None  # set when the cut-out needs review (settings.cutout_review_below)
+    failures: dict[str, ProductStudioError] = field(default_factory=dict)  # target -> why it was not made
 
 
 def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene: str | None = None,
@@ -66,8 +68,10 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
     control.png is drawn with `detector` (default: the configured one) on the plan's control
     target's canvas; generative variants use the configured detector's control image for their
     own canvas, each made once. `mask`: the photo's chosen mask ((H, W) uint8, jobs/masks.py),
-    which replaces the models. Raises UnknownName (unknown scene) before any work, and the
-    stages' errors (ModelUnavailable, BadInput...) leaving the previous folder in place."""
+    which replaces the models. A target that fails on its own (its scene's model is missing) is
+    left out and named in `failures`; the others are written. Raises UnknownName (unknown scene)
+    before any work, and the stages' errors (ModelUnavailable, BadInput...) when the cut-out or
+    every target fails, leaving the previous folder in place."""
     started = time.perf_counter()
     settings = settings or get_settings()
     timer = StageTimer()
@@ -102,17 +106,23 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
             with timer("encode"):
                 atomic_write_bytes(stage / "cutout.png", encode_png(cutout))
 
-        def make_variant(p: TargetPlan) -> VariantFile:
+        def make_variant(p: TargetPlan) -> VariantFile | ProductStudioError:
+            try:
+                return render_one(p)
+            except ProductStudioError as exc:  # this target's own trouble (a scene's missing model)
+                return exc
+
+        def render_one(p: TargetPlan) -> VariantFile:
             t0 = time.perf_counter()
             target = p.target
-            control = control_for(target, settings.edge_detector) if p.generative else None
-            variant = render_variant(cutout, target, p.preset, seed, name=source.name, control=control, title=title,
-                                     category=category, settings=settings, timer=timer,
-                                     placement=placement_for(target))
             if target is plan.control_target:
                 png = control_for(target, detector)
                 with timer("encode"):
                     atomic_write_bytes(stage / "control.png", encode_png(png))
+            control = control_for(target, settings.edge_detector) if p.generative else None
+            variant = render_variant(cutout, target, p.preset, seed, name=source.name, control=control, title=title,
+                                     category=category, settings=settings, timer=timer,
+                                     placement=placement_for(target))
             with timer("encode"):
                 data = encode(variant.pixels, target, ai_generated=variant.ai_generated)
                 filename = f"{target.name}.{target.extension}"
@@ -128,8 +138,13 @@ def process_photo(source: Source, targets: list[Target], out_dir: Path, *, scene
         # compute a shared canvas twice: harmless.)
         with ThreadPoolExecutor(min(len(plan.targets), default_workers()), thread_name_prefix="target") as pool:
             written = pool.submit(write_cutout)
-            result.variants = list(pool.map(make_variant, plan.targets))
+            made = list(pool.map(make_variant, plan.targets))
             written.result()
+        # One target that cannot be made (its scene's model is missing) loses only itself.
+        result.variants = [m for m in made if isinstance(m, VariantFile)]
+        result.failures = {p.target.name: m for p, m in zip(plan.targets, made) if not isinstance(m, VariantFile)}
+        if not result.variants:
+            raise next(iter(result.failures.values()))
     result.timings = dict(timer.seconds)
     result.seconds = time.perf_counter() - started
     return result
