@@ -6,7 +6,7 @@ import pytest
 
 from product_studio.errors import BadInput
 from product_studio.pipeline.composite import ShadowStyle, composite
-from product_studio.pipeline.layout import alpha_box, place, product_box, product_pixels
+from product_studio.pipeline.layout import FLOOR_MARGIN, alpha_box, place, product_box, product_pixels
 from product_studio.pipeline.scene import render_background, shadow_style
 from product_studio.presets import TARGETS
 from product_studio.scenes import get_scene
@@ -129,7 +129,7 @@ def test_layout_scales_the_half_opaque_product_to_fill_and_keeps_its_soft_rim():
         rim = (p.canvas_alpha > 0) & ~product_pixels(p.canvas_alpha)
         assert rim[:, :x0].any() and rim[:, x1:].any() and rim[:y0].any() and rim[y1:].any(), target.name
         if target.align == "bottom":
-            assert p.base_y == y1 and abs(y1 - (target.height - round(target.height * 0.1))) <= 1, target.name
+            assert p.base_y == y1 and abs(y1 - (target.height - round(target.height * FLOOR_MARGIN))) <= 1, target.name
         else:
             assert abs((x0 + x1) - target.width) <= 2 and abs((y0 + y1) - target.height) <= 2, target.name
 

@@ -12,6 +12,7 @@ from product_studio.pipeline.scene import frame_of, render_background, shadow_st
 from product_studio.presets import TARGETS
 from product_studio.scenes import SCENES, all_scenes, get_scene
 from tests.test_layout_composite import textured_cutout
+from tests.test_scene_geometry import SHAPES
 
 STUDIO = [name for name, p in SCENES.items() if p.backend == "studio"]
 TARGET = TARGETS["lifestyle"].model_copy(update={"width": 400, "height": 500})
@@ -39,9 +40,13 @@ def test_deterministic_per_seed_and_varied_across_seeds(name, placement):
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 1.0, "seeds should give visibly different variations"
 
 
+@pytest.mark.parametrize("shape", ["textured", *SHAPES])
 @pytest.mark.parametrize("name", STUDIO)
-def test_product_pixels_are_identical_across_all_scenes(name, placement):
-    """Whatever the scene, the product's interior is the same photographed pixels."""
+def test_product_pixels_are_identical_across_all_scenes(name, shape, placement):
+    """Whatever the scene (flat lays, podium, shadows, reflections included) and whatever the
+    product's shape, the product's interior is the same photographed pixels."""
+    if shape != "textured":
+        placement = place(SHAPES[shape](), TARGET)
     reference = composite(render_background(TARGET, SCENES["studio"], placement, 0), placement)
     preset = SCENES[name]
     out = composite(render_background(TARGET, preset, placement, 3), placement, shadow_style(TARGET, preset))
@@ -50,6 +55,8 @@ def test_product_pixels_are_identical_across_all_scenes(name, placement):
     interior[y0:y1, x0:x1] = placement.alpha >= 1.0
     assert interior.sum() > 1000
     assert (out[interior] == reference[interior]).all()
+    expected = np.clip(placement.premul[placement.alpha >= 1.0] + 0.5, 0, 255).astype(np.uint8)
+    assert (out[interior] == expected).all()  # the placed product's own pixels, untouched
 
 
 def test_the_floor_meets_the_wall_behind_the_product(placement):

@@ -24,8 +24,10 @@ _NOISE_ALPHA = 8
 # (check.known_background), so the pipeline never makes a variant its own check rejects. The
 # fainter rim of a soft edge (fur, hair, motion blur) is still drawn: it lies outside the box.
 PRODUCT_ALPHA = 0.5
-# Scene targets stand the product on a floor this share of the canvas above the bottom edge.
-_FLOOR_MARGIN = 0.1
+# Scene targets stand the product on a floor this share of the canvas above the bottom edge:
+# room in front of it for the surface it stands on, its contact shadow and reflection, and a
+# podium's body (scene_studio draws the support's far edge behind the product).
+FLOOR_MARGIN = 0.18
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def place(cutout: np.ndarray, target: Target, name: str = "image") -> Placement:
     pw, ph = bw * scale, bh * scale
     fx = (target.width - pw) / 2 - left * scale
     if target.align == "bottom":
-        fy = max(0.0, target.height - round(target.height * _FLOOR_MARGIN) - ph) - top * scale
+        fy = max(0.0, target.height - round(target.height * FLOOR_MARGIN) - ph) - top * scale
     else:
         fy = (target.height - ph) / 2 - top * scale
     # Only the part of the crop that lands on the canvas is resampled: a faint rim or haze can

@@ -220,8 +220,8 @@ def generator_inputs(target: Target, preset: ScenePreset, title: str | None, cat
 
 
 CUTOUT = Stage("cutout", "cutouts", "cutout-2", ("source_sha256", "params"), make_cutout)
-CONTROL = Stage("control", "controls", "render-2", ("cutout_key", "canvas", "detector"), make_control)
-VARIANT = Stage("variant", "variants", "render-2", ("cutout_key", "target", "scene", "seed", "generator"),
+CONTROL = Stage("control", "controls", "render-3", ("cutout_key", "canvas", "detector"), make_control)
+VARIANT = Stage("variant", "variants", "render-3", ("cutout_key", "target", "scene", "seed", "generator"),
                 render_variant)
 
 

@@ -6,10 +6,13 @@ name in the registry (product_studio/backends/registry.py).
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
+from ..backends import scene_studio
 from ..backends.registry import scene_backend
-from ..backends.scene_studio import frame_of  # noqa: F401 (the studio's frame, used by callers and tests)
+from ..backends.scene_studio import frame_of, support_mask  # noqa: F401 (the studio's geometry, for callers and tests)
 from ..config import Settings
 from ..presets import Target
 from ..scenes import ScenePreset
@@ -32,13 +35,21 @@ def render_background(target: Target, preset: ScenePreset, placement: Placement,
 
 
 def shadow_style(target: Target, preset: ScenePreset) -> ShadowStyle | None:
-    """Shadows only where the target allows them (never on pure-white main images)."""
+    """The preset's shadows (its contact and cast darkness 0-1, cast length, softness, light and
+    view), only where the target allows them: never on pure-white main images. None: no shadows.
+    Studio podium scenes end the shadows at the podium's top (scene_studio.receiver)."""
     if not target.shadows or target.pure_white or preset.shadow == "none":
         return None
+    receiver = None
+    if preset.backend == "studio" and preset.view == "front" and preset.surface == "podium":
+        receiver = partial(scene_studio.receiver, preset)
     return ShadowStyle(
-        contact=0.0 if preset.shadow == "cast" else 0.55,
-        cast=0.0 if preset.shadow == "contact" else 0.28,
+        contact=0.0 if preset.shadow == "cast" else preset.contact_shadow,
+        cast=0.0 if preset.shadow == "contact" else preset.cast_shadow,
         light_azimuth=preset.light_azimuth,
-        softness=0.03 + 0.06 * preset.light_softness,
-        reflection=0.3 if preset.reflection else 0.0,
+        cast_length=preset.cast_length,
+        softness=preset.shadow_softness,
+        reflection=0.3 if preset.reflection and preset.view == "front" else 0.0,
+        view=preset.view,
+        receiver=receiver,
     )
