@@ -102,10 +102,14 @@ def test_a_later_job_of_the_same_photo_uses_the_chosen_mask(api, coffee_rgb, pho
     mask[100:300, 200:400] = 255
     assert client.put(f"/api/v1/assets/{asset_id}/mask", headers=auth | {"Content-Type": "image/png"},
                       content=png(mask)).status_code == 202
-    # The same photo and targets again: not the earlier job found again, but one made with the mask.
+    # The same photo and targets again find the earlier job, which is rendering again from the mask.
     r = client.post("/api/v1/jobs", headers=auth, data={"targets": ["ebay", "shopify-square"]},
                     files=[("files", ("same-photo.jpg", photo_bytes(coffee_rgb), "image/jpeg"))])
-    assert r.json()["created"] is True and r.json()["id"] != job_id
+    assert r.json()["created"] is False and r.json()["id"] == job_id
+    run_job(job_id)
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()["assets"][0]["mask_version"] == 1
+    r = client.post("/api/v1/jobs", headers=auth, data={"targets": "etsy"},
+                    files=[("files", ("same-photo.jpg", photo_bytes(coffee_rgb), "image/jpeg"))])
     run_job(r.json()["id"])
     other = client.get(f"/api/v1/jobs/{r.json()['id']}", headers=auth).json()["assets"][0]
     assert other["mask_version"] == 1 and np.array_equal(cutout_alpha(other["id"]), mask)

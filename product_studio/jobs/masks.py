@@ -29,7 +29,7 @@ from ..config import Settings, get_settings
 from ..content_keys import content_key
 from ..db import reopen_asset
 from ..errors import BadInput, Conflict, TransientError
-from ..models import STAGE_FINAL, Asset, Mask, StageStatus
+from ..models import STAGE_FINAL, Asset, Job, Mask, StageStatus
 from .steps import Step
 
 MODELS = ""  # a version's key when it restores the models' own cut-out
@@ -160,19 +160,32 @@ class MaskSaved:
     steps: list[Step] = field(default_factory=list)  # for the task layer to enqueue
 
 
-def _editable(session: Session, asset_id: str) -> Asset:
-    """The asset, locked, if its variants may be rendered again now. Raises BadInput (unknown
-    asset) or Conflict (work still running on it)."""
+def _photo_assets(session: Session, asset: Asset) -> list[Asset]:
+    """Every asset of the same photo (bytes) in the same store scope, the given one first, locked."""
+    store = scope(asset.job.store)
+    same = session.scalars(
+        select(Asset).join(Job).where(Asset.sha256 == asset.sha256, func.coalesce(Job.store, "") == store,
+                                      Asset.id != asset.id).order_by(Asset.id).with_for_update(of=Asset))
+    return [asset, *same]
+
+
+def _editable(session: Session, asset_id: str) -> list[Asset]:
+    """The asset and the photo's other assets in its store (the mask is the photo's: every job of
+    it follows), locked, if all may be rendered again now. Raises BadInput (unknown asset) or
+    Conflict (work still running on one of them, named)."""
     asset = session.get(Asset, asset_id, with_for_update=True, populate_existing=True)
     if asset is None:
         raise BadInput(f"no photo {asset_id}")
-    if asset.cutout_status in (StageStatus.PENDING, StageStatus.RUNNING):
-        raise Conflict(f"photo {asset_id} is still being cut out: try again when it is done")
-    busy = [v for v in asset.variants if v.status not in STAGE_FINAL]
-    if busy:
-        raise Conflict(f"{len(busy)} variant(s) of photo {asset_id} are still rendering: "
-                       "try again when they are finished")
-    return asset
+    assets = _photo_assets(session, asset)
+    for a in assets:
+        where = "" if a.id == asset_id else f" (the same photo in job {a.job_id})"
+        if a.cutout_status in (StageStatus.PENDING, StageStatus.RUNNING):
+            raise Conflict(f"photo {a.id}{where} is still being cut out: try again when it is done")
+        busy = [v for v in a.variants if v.status not in STAGE_FINAL]
+        if busy:
+            raise Conflict(f"{len(busy)} variant(s) of photo {a.id}{where} are still rendering: "
+                           "try again when they are finished")
+    return assets
 
 
 def _add_version(session: Session, asset: Asset, key: str, origin: str) -> int:
@@ -192,16 +205,18 @@ def _add_version(session: Session, asset: Asset, key: str, origin: str) -> int:
 
 
 def _save(asset_id: str, key: str, origin: str, settings: Settings) -> MaskSaved:
+    """Add the version and reopen every asset of the photo in the store: the edited one first."""
     with runtime.database(settings).session() as s:
-        asset = _editable(s, asset_id)
-        version = _add_version(s, asset, key, origin)
-        variant_ids = reopen_asset(s, asset.id)
-    return MaskSaved(asset_id, version, origin, variant_ids, [Step("cutout", asset_id)])
+        assets = _editable(s, asset_id)
+        version = _add_version(s, assets[0], key, origin)
+        variant_ids = [vid for a in assets for vid in reopen_asset(s, a.id)]
+    return MaskSaved(asset_id, version, origin, variant_ids, [Step("cutout", a.id) for a in assets])
 
 
 def save_mask(asset_id: str, alpha: np.ndarray, origin: str, settings: Settings | None = None) -> MaskSaved:
-    """Store `alpha` ((H, W) uint8 at the photo's size) as the photo's new chosen mask and set its
-    asset's variants to render again from it. `origin` says where it came from ("strokes",
+    """Store `alpha` ((H, W) uint8 at the photo's size) as the photo's new chosen mask and set the
+    variants of every job of the photo in its store to render again from it (the edited asset's
+    first). `origin` says where it came from ("strokes",
     "upload"). Raises BadInput (unknown asset, wrong size), Conflict (work still running)."""
     settings = settings or get_settings()
     with runtime.database(settings).session() as s:
@@ -242,62 +257,80 @@ def restore_mask(asset_id: str, version: int, settings: Settings | None = None) 
 
 # --- the photo and its current mask, for touch-up -------------------------------------------------
 
-_cache: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray]] = {}
+_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 _cache_lock = threading.Lock()
 _CACHE_SIZE = 2  # an admin touches up one photo at a time; a 2000 px photo and mask are ~16 MB
 
 
-def photo_and_mask(asset_id: str, settings: Settings | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The asset's photo, (H, W, 3) uint8 RGB as the pipeline sees it, and its current alpha
-    matte, (H, W) uint8: the cut-out's (the chosen mask or the models'), or all 0 when it has no
-    cut-out (it failed). Kept for the last few photos: every stroke of a touch-up asks again.
-    Raises BadInput (unknown asset)."""
-    from ..pipeline.export import decode_png
-    from ..pipeline.ingest import load_bytes
-
-    settings = settings or get_settings()
-    with runtime.database(settings).session() as s:
-        asset = s.get(Asset, asset_id)
-        if asset is None:
-            raise BadInput(f"no photo {asset_id}")
-        source_key, name = asset.source_key, asset.name
-        cut = asset.cutout_key if asset.cutout_status == StageStatus.DONE else None
-    with _cache_lock:
-        if (source_key, cut) in _cache:
-            return _cache[source_key, cut]
-    blobs = runtime.store(settings)
-    rgb = load_bytes(blobs.get(source_key), name, settings).rgb
-    alpha = decode_png(blobs.get(cut))[..., 3].copy() if cut else np.zeros(rgb.shape[:2], np.uint8)
-    with _cache_lock:
-        while len(_cache) >= _CACHE_SIZE:
-            _cache.pop(next(iter(_cache)))
-        _cache[source_key, cut] = (rgb, alpha)
-    return rgb, alpha
-
-
-def refine_for(asset_id: str, edit, settings: Settings | None = None) -> np.ndarray:
-    """The asset's mask refined by a touch-up `edit` (pipeline.touchup.Edit): (H, W) uint8.
-    Raises BadInput for an unknown asset or an edit that does not fit the photo."""
-    from ..pipeline.touchup import refine
-
-    rgb, alpha = photo_and_mask(asset_id, settings)
-    edit.check(rgb.shape[1], rgb.shape[0])
-    return refine(rgb, alpha, edit)
-
-
-def current_mask(asset_id: str, settings: Settings | None = None) -> np.ndarray:
-    """What the photo's cut-out uses now, as a (H, W) uint8 alpha matte: its chosen mask, else its
-    cut-out's alpha. Raises BadInput (unknown asset), Conflict (not cut out yet, no mask)."""
-    settings = settings or get_settings()
+def _current(asset_id: str, settings: Settings) -> tuple[Asset, str]:
+    """The asset and where its current alpha comes from: "mask:<key>" (the photo's chosen mask),
+    "cutout:<key>" (its cut-out's alpha), "none" (its cut-out failed: nothing kept). Raises
+    BadInput (unknown asset), Conflict (not cut out yet and no mask)."""
     with runtime.database(settings).session() as s:
         asset = s.get(Asset, asset_id)
         if asset is None:
             raise BadInput(f"no photo {asset_id}")
         mask = chosen(s, asset.job.store, asset.sha256)
-        done = asset.cutout_status == StageStatus.DONE and asset.cutout_key
-        width, height = asset.width, asset.height
+        s.expunge(asset)
     if mask is not None and mask.key != MODELS:
-        return decode_mask(runtime.store(settings).get(mask.key), width, height)
-    if not done:
-        raise Conflict(f"photo {asset_id} has no cut-out yet")
-    return photo_and_mask(asset_id, settings)[1]
+        return asset, f"mask:{mask.key}"
+    if asset.cutout_status == StageStatus.DONE and asset.cutout_key:
+        return asset, f"cutout:{asset.cutout_key}"
+    if asset.cutout_status == StageStatus.FAILED:
+        return asset, "none"
+    raise Conflict(f"photo {asset_id} has no cut-out yet: try again when it is done")
+
+
+def _alpha(asset: Asset, source: str, settings: Settings) -> np.ndarray:
+    from ..pipeline.export import decode_png
+
+    kind, _, key = source.partition(":")
+    if kind == "mask":
+        return load_mask(key, asset.width, asset.height, settings)
+    if kind == "cutout":
+        return decode_png(runtime.store(settings).get(key))[..., 3].copy()
+    return np.zeros((asset.height, asset.width), np.uint8)
+
+
+def current_mask(asset_id: str, settings: Settings | None = None) -> np.ndarray:
+    """What the photo's cut-out uses now, as a (H, W) uint8 alpha matte: its chosen mask, else
+    its cut-out's alpha, else (the cut-out failed) all 0. What touch-up shows and refines.
+    Raises BadInput (unknown asset), Conflict (not cut out yet, no mask)."""
+    settings = settings or get_settings()
+    asset, source = _current(asset_id, settings)
+    return _alpha(asset, source, settings)
+
+
+def photo_and_mask(asset_id: str, settings: Settings | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The asset's photo, (H, W, 3) uint8 RGB as the pipeline sees it, and current_mask's alpha
+    matte, (H, W) uint8. Kept for the last few photos: every stroke of a touch-up asks again.
+    Raises BadInput (unknown asset), Conflict (not cut out yet, no mask)."""
+    from ..pipeline.ingest import load_bytes
+
+    settings = settings or get_settings()
+    asset, source = _current(asset_id, settings)
+    with _cache_lock:
+        if (asset.source_key, source) in _cache:
+            return _cache[asset.source_key, source]
+    rgb = load_bytes(runtime.store(settings).get(asset.source_key), asset.name, settings).rgb
+    alpha = _alpha(asset, source, settings)
+    with _cache_lock:
+        while len(_cache) >= _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[asset.source_key, source] = (rgb, alpha)
+    return rgb, alpha
+
+
+def refine_for(asset_id: str, edit, settings: Settings | None = None) -> np.ndarray:
+    """The asset's current mask refined by a touch-up `edit` (pipeline.touchup.Edit): (H, W)
+    uint8. Raises BadInput for an unknown asset, an edit that does not fit the photo, or a
+    result that keeps nothing; Conflict when the photo has no cut-out yet."""
+    from ..pipeline.touchup import refine
+
+    rgb, alpha = photo_and_mask(asset_id, settings)
+    edit.check(rgb.shape[1], rgb.shape[0])
+    refined = refine(rgb, alpha, edit)
+    if not (refined >= 128).any():
+        raise BadInput("these strokes remove everything: the mask keeps nothing; undo a remove stroke "
+                       "or paint a keep stroke over the product")
+    return refined

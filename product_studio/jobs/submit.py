@@ -20,7 +20,6 @@ from ..pipeline.ingest import load_bytes
 from ..pipeline.plan import is_generative, plan_photo, scene_for
 from ..presets import get_target
 from ..scenes import get_scene
-from . import masks
 from .steps import Step, cutouts
 
 MAX_SEED = 2**32 - 1
@@ -71,11 +70,6 @@ def submit(uploads: list[Upload], *, targets: list[str], scene: str | None = Non
     # present when given, so jobs without them keep their fingerprints.
     if any(u.title or u.category for u in uploads):
         params["labels"] = [[u.title or "", u.category or ""] for u in uploads]
-    # A photo's chosen mask (touch-up) changes what is made from it: a job after a mask is saved
-    # is another job, not the earlier one found again. Only present when set, as above.
-    chosen = masks.chosen_keys(store_name, settings, only=[s.sha256 for s in sources])
-    if any(s.sha256 in chosen for s in sources):
-        params["masks"] = [chosen.get(s.sha256, "") for s in sources]
     with runtime.database(settings).session() as s:
         job, created = create_job(s, origin=origin, params=params, assets=specs, store=store_name,
                                   callback_url=callback_url)

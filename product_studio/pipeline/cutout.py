@@ -246,16 +246,18 @@ class Cutout:
     quality: CutoutQuality
 
 
-def cut_out_masked(rgb: np.ndarray, mask: np.ndarray, *, settings: Settings | None = None) -> Cutout:
+def cut_out_masked(rgb: np.ndarray, mask: np.ndarray, *, settings: Settings | None = None,
+                   decontaminate_edges: bool = True) -> Cutout:
     """The product on transparency from an admin's mask (touch-up): (H, W, 3) uint8 RGB and the
     (H, W) uint8 alpha matte (255 keeps, 0 removes) in, (H, W, 4) uint8 RGBA out. No model runs;
-    the soft edge band is decontaminated like a model's (the photo's background is still in it).
-    Raises ValueError for arrays of the wrong shape or dtype."""
+    the soft edge band is decontaminated like a model's (the photo's background is still in it),
+    unless `decontaminate_edges` is False (a photo with its own transparency has no background
+    behind its edges to unmix). Raises ValueError for arrays of the wrong shape or dtype."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"cut_out needs HxWx3 uint8 RGB, got {rgb.shape} {rgb.dtype}")
     if mask.shape != rgb.shape[:2] or mask.dtype != np.uint8:
         raise ValueError(f"the mask must be {rgb.shape[:2]} uint8, got {mask.shape} {mask.dtype}")
-    if (settings or get_settings()).cutout_decontaminate:
+    if decontaminate_edges and (settings or get_settings()).cutout_decontaminate:
         rgb = decontaminate(rgb, mask)
     return Cutout(compose(rgb, mask), chosen_mask(mask))
 

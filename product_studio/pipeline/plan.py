@@ -145,7 +145,7 @@ def make_cutout(rgb: np.ndarray, alpha: np.ndarray | None, settings: Settings,
     alpha), with its confidence (pipeline/confidence.py). `mask`, an admin's (H, W) uint8 alpha
     matte from touch-up, replaces both the models and the photo's own alpha."""
     if mask is not None:
-        return cut_out_masked(rgb, mask, settings=settings)
+        return cut_out_masked(rgb, mask, settings=settings, decontaminate_edges=alpha is None)
     return cut_out_scored(rgb, alpha, settings=settings)
 
 

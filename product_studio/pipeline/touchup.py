@@ -59,6 +59,7 @@ TOUCHUP_SIDE = 512  # long side (px) where GrabCut runs
 ITERATIONS = 3  # GrabCut's estimate/cut rounds
 REACH = 2  # small px: a change this close to a stroke counts as touching it
 SEAM = 2  # small px: the changed parts grow this much before the full-size alpha is replaced there
+EMPTY_BOX = 0.02  # a box whose inside the mask keeps less of than this is treated as holding nothing yet
 MIN_SAMPLES = 20  # GrabCut's GMMs (5 components each) need pixels of both classes to learn from
 SEED = 20040801  # OpenCV's RNG seed (k-means initialisation of the GMMs)
 
@@ -334,6 +335,11 @@ def refine_small(rgb_small: np.ndarray, old: np.ndarray, strokes_small: np.ndarr
     hints = np.where(old, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     if box_small is not None:
         hints[~box_small] = cv2.GC_BGD
+        inside = int(box_small.sum())
+        if inside and (old & box_small).sum() < EMPTY_BOX * inside:
+            # The mask has (almost) none of the product (a failed cut-out, or one that took only
+            # a neighbour): start like classic GrabCut, the whole box probably product.
+            hints[box_small] = cv2.GC_PR_FGD
     keep, remove = strokes_small == KEEP, strokes_small == REMOVE
     near_remove = cv2.dilate(remove.astype(np.uint8), _disk(REACH)) > 0
     stray = _stray_parts(old, keep, near_remove) if box_small is None else np.zeros_like(old)

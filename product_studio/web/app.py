@@ -89,7 +89,10 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return JSONResponse({"error": problems, "detail": jsonable(exc.errors())}, status_code=422)
+        # Without the offending input and context: they may hold what JSON cannot carry (NaN,
+        # bytes) or what should not be echoed back; loc and msg say what is wrong.
+        detail = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in exc.errors()]
+        return JSONResponse({"error": problems, "detail": jsonable(detail)}, status_code=422)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(_, exc: ClientDisconnect) -> Response:

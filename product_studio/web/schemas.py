@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 
 class VariantOut(BaseModel):
@@ -75,6 +75,8 @@ class Regenerate(BaseModel):
 
 
 class StrokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is refused, never silently dropped
+
     mode: Literal["keep", "remove"] = Field(description="keep: this is product; remove: this is not")
     radius: float = Field(gt=0, le=10_000, description="brush radius, px of the photo")
     points: list[tuple[float, float]] = Field(min_length=1, max_length=20_000,
@@ -84,6 +86,8 @@ class StrokeIn(BaseModel):
 class MaskStrokes(BaseModel):
     """A touch-up: strokes over the photo and/or a box around the product, applied to the current
     mask (the photo's chosen mask, else the models' cut-out)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     strokes: list[StrokeIn] = Field(default_factory=list, max_length=500)
     box: tuple[float, float, float, float] | None = Field(
