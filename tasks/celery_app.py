@@ -7,6 +7,7 @@ and a sweeper re-enqueues work whose message was lost (see tasks/sweeper.py).
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from celery import Celery
@@ -54,9 +55,23 @@ def make_app(settings: Settings | None = None) -> Celery:
 app = make_app()
 
 
+# --- stopping --------------------------------------------------------------------------------------
+# A SIGTERM may reach the pool children too, not only the main process: systemd's default stop
+# signals every process of the service, a terminal or `kill -- -PGID` the whole process group.
+# Children killed by it cut their tasks short, and one that died while waiting for work could leave
+# the pool's shared queue lock held, so that the main process, exiting, waited for that lock
+# forever (billiard's Pool._help_stuff_finish; issue 17, item 7). So children ignore SIGTERM
+# (billiard leaves an ignored signal ignored): the main process's warm shutdown lets each finish
+# its task (time limits still apply), then stops them through the pool. A cold shutdown (SIGQUIT)
+# waits for running tasks the same way; SIGKILL stops at once (acks_late and
+# task_reject_on_worker_lost, or the sweeper on the embedded broker, hand their tasks back).
+
+
 @worker_process_init.connect
 def _fresh_handles(**_) -> None:
-    """A prefork child: drop handles inherited from the parent; models load lazily, here."""
+    """A prefork child: drop handles inherited from the parent (models load lazily, here), and
+    leave SIGTERM to the main process (above)."""
     from product_studio import runtime
 
     runtime.reset()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
