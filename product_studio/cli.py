@@ -398,8 +398,8 @@ def serve(
     child = None
     if worker:
         argv = [sys.executable, "-m", "product_studio.cli", "worker", "--loglevel", "warning"]
-        # Its own session: a Ctrl-C or a group kill must reach the worker's main process only, which
-        # stops its pool cleanly (pool children killed directly can deadlock billiard's shutdown).
+        # Its own session: serve stops it through its main process, which lets running tasks finish
+        # and closes its pool (the pool children ignore SIGTERM: tasks/celery_app.py).
         child = subprocess.Popen(argv + ([f"--concurrency={concurrency}"] if concurrency else []),
                                  start_new_session=True)
     def stop_worker() -> None:

@@ -174,7 +174,7 @@ class Stack:
     def stop(self) -> None:
         for w in self.workers:
             if w.poll() is None:
-                w.terminate()  # the main process only: it stops its pool (a group SIGTERM can deadlock it)
+                w.terminate()  # the main process: it finishes running tasks and stops its pool
                 try:
                     w.wait(60)
                 except subprocess.TimeoutExpired:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..backends import model_cache
 from ..config import Settings, get_settings
-from ..errors import ModelUnavailable, UnknownName
+from ..errors import ModelUnavailable, TransientError, UnknownName
 from .layout import Placement
 
 # --- the weightless detectors, without controlnet-aux (or torch) ---------------------------------
@@ -147,6 +147,12 @@ def _build(name: str, settings: Settings):
     try:
         model = cls.from_pretrained(settings.annotators_repo)
     except Exception as exc:  # hub/offline/file errors come in many types
+        from ..backends.model_cache import is_absent
+
+        if not is_absent(exc, settings.annotators_repo, offline=settings.offline):
+            raise TransientError(f"edge detector {name!r}: its weights from {settings.annotators_repo!r} could not "
+                                 f"be loaded this time ({type(exc).__name__}: {str(exc)[:160]}); a later try may "
+                                 "succeed") from None
         raise ModelUnavailable(
             f"edge detector {name!r} needs weights from {settings.annotators_repo!r}, which cannot be loaded "
             f"({type(exc).__name__}): "
