@@ -126,26 +126,28 @@ BUILTIN: tuple[ScenePreset, ...] = (
                 cast_length=1.2, shadow_softness=0.25,
                 prompt="a {product} on a table by a window, sunlight and window shadows, product photography"),
     # Flat lays, for products photographed from above: the surface fills the frame, no horizon, and
-    # the product throws a soft drop shadow away from a window light at the frame's side.
+    # the product throws a soft drop shadow away from a window light at the frame's side (the usual
+    # flat-lay set-up: a large soft source low at one side, e.g. Hunter, Biver & Fuqua, "Light:
+    # Science and Magic", ch. 5 and 6, on surface texture and shadows seen from above).
     ScenePreset(name="flatlay-marble", title="Flat lay: white marble from above", view="top", surface="marble",
                 palette=("#ece9e4", "#f3f1ed", "#8e8984"), light_azimuth=-45, light_softness=0.5,
-                contact_shadow=0.6, cast_shadow=0.35, cast_length=0.4, shadow_softness=0.55,
+                contact_shadow=0.6, cast_shadow=0.4, cast_length=0.8, shadow_softness=0.55,
                 prompt="flat lay of a {product} on white marble, top-down view, soft daylight, product photography"),
     ScenePreset(name="flatlay-wood", title="Flat lay: oak planks from above", view="top", surface="wood",
                 palette=("#eee7dd", "#c8a074", "#8e6340"), light_azimuth=-45, light_softness=0.5,
-                contact_shadow=0.65, cast_shadow=0.4, cast_length=0.4, shadow_softness=0.5,
+                contact_shadow=0.65, cast_shadow=0.45, cast_length=0.8, shadow_softness=0.5,
                 prompt="flat lay of a {product} on an oak wooden table, top-down view, product photography"),
     ScenePreset(name="flatlay-linen", title="Flat lay: natural linen from above", view="top", surface="linen",
                 palette=("#e4dccd", "#ddd2be"), light_azimuth=-40, light_softness=0.7,
-                contact_shadow=0.55, cast_shadow=0.3, cast_length=0.35, shadow_softness=0.7,
+                contact_shadow=0.55, cast_shadow=0.35, cast_length=0.7, shadow_softness=0.7,
                 prompt="flat lay of a {product} on natural linen cloth, top-down view, product photography"),
     ScenePreset(name="flatlay-paper", title="Flat lay: warm white textured paper", view="top", surface="paper",
                 palette=("#f1ede6", "#efeae2"), light_azimuth=-35, light_softness=0.6,
-                contact_shadow=0.6, cast_shadow=0.35, cast_length=0.4, shadow_softness=0.6,
+                contact_shadow=0.6, cast_shadow=0.4, cast_length=0.8, shadow_softness=0.6,
                 prompt="flat lay of a {product} on textured white paper, top-down view, product photography"),
     ScenePreset(name="flatlay-colour", title="Flat lay: sage green backdrop", view="top", surface="sweep",
                 palette=("#b9c7b0", "#b9c7b0"), light_azimuth=-35, light_softness=0.6,
-                contact_shadow=0.6, cast_shadow=0.4, cast_length=0.45, shadow_softness=0.5,
+                contact_shadow=0.6, cast_shadow=0.45, cast_length=0.9, shadow_softness=0.5,
                 prompt="flat lay of a {product} on a sage green paper backdrop, top-down view, product photography"),
 )
 # Generative presets: diffusers ControlNet inpainting (PRODUCT_STUDIO_DIFFUSION_* settings say which model).

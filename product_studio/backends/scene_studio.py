@@ -229,9 +229,10 @@ def _relief(height: np.ndarray, grid: Grid, strength: float) -> np.ndarray:
 
 
 def wood(preset: ScenePreset, rng: np.random.Generator, grid: Grid) -> Material:
-    """Oak planks running along u: growth rings along each plank (latewood lines, wavy where the
-    saw cut them at a slant), pores in fine streaks, each board its own tint, boards butted end to
-    end, a dark gap between planks with a slight bevel. Palette: 1 light wood, 2 latewood."""
+    """Oak planks running along u: growth rings along each plank (dark, narrow latewood bands
+    between wide earlywood, wavy where the saw cut them at a slant: Hoadley, "Understanding Wood",
+    2000, ch. 1 and 3), pores in fine streaks, each board its own tint, boards butted end to end,
+    a dark gap between planks with a slight bevel. Palette: 1 earlywood, 2 latewood. (nv, nu, 2)."""
     nv, nu, U = grid.nv, grid.nu, grid.unit
     span_v, span_u = nv * grid.tv, nu * grid.tu
     planks = max(1, round(span_v / (115 * U)))
@@ -254,7 +255,7 @@ def wood(preset: ScenePreset, rng: np.random.Generator, grid: Grid) -> Material:
     rings, phase, tint = per_board(5, 9), per_board(0, 10), per_board(0.91, 1.09)
     wave = noise(rng, nv, nu, grid.texels(plank_w * 0.6, "v"), grid.texels(700 * U, "u"), 3)
     figure = noise(rng, nv, nu, grid.texels(plank_w * 0.4, "v"), grid.texels(160 * U, "u"), 2)
-    g = s[:, None] * rings + phase + 0.9 * wave + 0.25 * figure
+    g = s[:, None] * rings + phase + 0.6 * wave + 0.25 * figure
     keep = _clamp(grid.texels(plank_w, "v") / 9, 6, 2.5)  # the narrowest rings, texels (the bands hold 3 harmonics)
     c = 0.5 + 0.5 * np.cos(np.float32(2 * np.pi) * g)
     late = c * c * c  # dark, narrow latewood bands (mean 5/16)
@@ -300,7 +301,7 @@ def marble(preset: ScenePreset, rng: np.random.Generator, grid: Grid) -> Materia
         # Whole numbers of bands across the tile keep it periodic. The bending noise's slope stays
         # below the sine's (gain 0.4: its fine octaves are gentle), so veins meander without loops.
         ku = max(1, round(span_u / spacing * abs(math.cos(slant))))
-        kv = round(span_v / spacing * math.sin(slant))
+        kv = max(1, round(span_v / spacing * abs(math.sin(slant)))) * (1 if slant > 0 else -1)  # never straight
         phase = (np.float32(2 * np.pi * ku / span_u) * u[None, :] + np.float32(2 * np.pi * kv / span_v) * v[:, None])
         bent = noise(rng, nv, nu, grid.texels(cell, "v"), grid.texels(cell, "u"), 6, 0.4)
         field = np.sin(phase + np.float32(bend) * bent)
@@ -336,9 +337,10 @@ def concrete(preset: ScenePreset, rng: np.random.Generator, grid: Grid) -> Mater
 
 
 def linen(preset: ScenePreset, rng: np.random.Generator, grid: Grid) -> Material:
-    """Plain-woven linen: warp (along v) and weft (along u) threads crossing over and under each
-    other, uneven slubbed threads of slightly different shades of flax, soft creases in relief.
-    Palette: 1 flax."""
+    """Plain-woven linen: warp (along v) and weft (along u) threads passing over one and under the
+    next (Emery, "The Primary Structures of Fabrics", 1966: plain weave), uneven slubbed threads of
+    slightly different shades of flax, soft creases in relief; threads 5 units apart, faded out
+    where the tile cannot hold them. Palette: 1 flax. (nv, nu, 2)."""
     nv, nu, U = grid.nv, grid.nu, grid.unit
     period = 5.0 * U  # one thread, world px
     # Threads per tile must be even (over/under repeats every two) for the tile to wrap.
@@ -433,13 +435,14 @@ def project(texture: np.ndarray, grid: Grid, frame: Frame, first_row: int, last_
     v = v0 + (z - f) / grid.tv
     n = len(rows)
     cols_idx = np.ascontiguousarray(np.broadcast_to(np.arange(nu, dtype=np.float32), (n, nu)))
-    lines = np.zeros((n, nu, k), np.float32)
-    for sign in (1.0, -1.0):
-        x = v + sign * wv / 2
+
+    def along_v(x: np.ndarray) -> np.ndarray:
         xm = (x - np.floor(x / nv) * nv).astype(np.float32)
-        part = cv2.remap(prefix, cols_idx, np.ascontiguousarray(np.broadcast_to(xm[:, None], (n, nu))),
-                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        lines += sign * part.reshape(n, nu, k)
+        return cv2.remap(prefix, cols_idx, np.ascontiguousarray(np.broadcast_to(xm[:, None], (n, nu))),
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(n, nu, k)
+
+    lines = along_v(v + wv / 2)
+    lines -= along_v(v - wv / 2)
     lines *= (1 / wv).astype(np.float32)[:, None, None]
     lines += column_mean
 
@@ -447,15 +450,19 @@ def project(texture: np.ndarray, grid: Grid, frame: Frame, first_row: int, last_
     # first, so the interpolated prefix sums stay small and precise.
     mean = lines.mean(axis=1, keepdims=True)
     lines -= mean
-    px = np.concatenate([np.zeros((n, 1, k), np.float32), np.cumsum(lines, axis=1, dtype=np.float32)], axis=1)
+    px = np.empty((n, nu + 1, k), np.float32)
+    px[:, 0] = 0
+    np.cumsum(lines, axis=1, dtype=np.float32, out=px[:, 1:])
     cols = np.arange(frame.width, dtype=np.float64) + 0.5 - frame.width / 2
     ridx = np.ascontiguousarray(np.broadcast_to(np.arange(n, dtype=np.float32)[:, None], (n, frame.width)))
-    out = np.zeros((n, frame.width, k), np.float32)
-    for sign in (1.0, -1.0):
-        x = u0 + cols[None, :] * du[:, None] + sign * wu[:, None] / 2
+
+    def along_u(x: np.ndarray) -> np.ndarray:
         xm = (x - np.floor(x / nu) * nu).astype(np.float32)  # whole tiles add nothing: centred lines sum to 0
-        part = cv2.remap(px, xm, ridx, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        out += sign * part.reshape(n, frame.width, k)
+        return cv2.remap(px, xm, ridx, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(n, frame.width, k)
+
+    centre = u0 + cols[None, :] * du[:, None]
+    out = along_u(centre + wu[:, None] / 2)
+    out -= along_u(centre - wu[:, None] / 2)
     out *= (1 / wu).astype(np.float32)[:, None, None]
     out += mean
     return out
@@ -712,12 +719,18 @@ def _table(preset: ScenePreset, frame: Frame, img: np.ndarray, rng: np.random.Ge
     floor = material.rgb(project(material.channels, grid, frame, top, frame.height,
                                  u0=rng.uniform(0, nu), v0=rng.uniform(0, nv)))
     if preset.surface in ("linen", "concrete"):
-        # The same material on the wall behind (a hanging cloth, a cast wall), far and out of focus.
+        # The same material on the wall behind (a hanging cloth, a cast wall), far (features a third
+        # the size) and out of focus, with half the floor's contrast: drawn small, blurred there.
         coc = _DOF * max(frame.width, frame.height) * (1 - 1 / _WALL_DEPTH)
-        wall = _flat_texture(preset, frame, rng, _WALL_DEPTH, rows=top, blur=coc / 2)
+        step = max(1.0, frame.width / 1400, coc / 4)
+        nu, nv = max(8, round(frame.width / step)), max(8, round(top / step))
+        grid = Grid(nv, nu, _WALL_DEPTH * step, _WALL_DEPTH * step, frame.unit, _light_uv(preset))
+        wall = MATERIALS[preset.surface](preset, rng, grid)
+        rgb = wall.rgb(cv2.GaussianBlur(wall.channels, (0, 0), max(0.3, coc / 2 / step)).reshape(nv, nu, -1))
         tint = 0.97 if preset.surface == "linen" else 1.0
-        mean = np.array(cv2.mean(wall)[:3], np.float32)
-        img[:top] *= (0.5 + 0.5 * wall / np.maximum(mean, 1)) * tint  # a far wall: half the floor's contrast
+        mean = np.array(cv2.mean(rgb)[:3], np.float32)
+        modulation = (0.5 * tint) + (0.5 * tint / np.maximum(mean, 1)) * rgb
+        img[:top] *= cv2.resize(modulation, (frame.width, top), interpolation=cv2.INTER_LINEAR)
     # Where wall and table meet: the corner is a little darker, and the edge is anti-aliased.
     img[top:] = floor
     reach = max(2, int(0.03 * frame.height))
@@ -749,7 +762,7 @@ def render(preset: ScenePreset, frame: Frame, seed: int) -> np.ndarray:
             raise ValueError(f"scene {preset.name!r}: unknown surface {surface!r}")
     img *= _light(preset, frame, rng)[..., None]
     img += _grain(rng, frame.height, frame.width)[..., None]  # hides banding in smooth gradients
-    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    return cv2.convertScaleAbs(img)  # rounded and saturated to 0-255 (every value here is >= 0 but grain)
 
 
 def _grain(rng: np.random.Generator, height: int, width: int, tile: int = 509) -> np.ndarray:

@@ -139,7 +139,7 @@ def _top(placement: Placement, style: ShadowStyle, small: np.ndarray, s: float) 
 
     if style.cast > 0:
         reach = 0.1 * size * style.cast_length  # the product stands about a tenth of its size high
-        drop = _blur(shifted(direction * reach), (0.01 + 0.05 * style.softness) * size + 0.25 * reach)
+        drop = _blur(shifted(direction * reach), (0.006 + 0.03 * style.softness) * size + 0.2 * reach)
         out = np.maximum(out, drop * style.cast)
     if style.contact > 0:
         hug = _blur(shifted(direction * 0.004 * size), 0.004 * size + 0.4)
@@ -157,11 +157,12 @@ def shadow_map(placement: Placement, style: ShadowStyle) -> np.ndarray:
     return out
 
 
-def _reflect(out: np.ndarray, placement: Placement, strength: float) -> None:
-    """Mirror the product in the floor below its base, fading with distance (in place)."""
+def _reflect(out: np.ndarray, placement: Placement, strength: float, origin: tuple[int, int] = (0, 0)) -> None:
+    """Mirror the product in the floor below its base, fading with distance (in place). `out` is
+    the canvas's region whose top-left corner is canvas pixel `origin` (x, y)."""
     x0, y0, x1, _ = placement.box
     base = placement.base_y
-    depth = min(out.shape[0] - base, round((base - y0) * 0.35))
+    depth = min(placement.height - base, round((base - y0) * 0.35))
     if depth <= 0:
         return
     rows = slice(base - y0 - 1, base - y0 - 1 - depth, -1) if base - y0 - 1 - depth >= 0 else \
@@ -171,22 +172,38 @@ def _reflect(out: np.ndarray, placement: Placement, strength: float) -> None:
     fade = (strength * np.linspace(1, 0, depth, dtype=np.float32) ** 1.5)[:, None]
     a = cv2.GaussianBlur(alpha * fade, (0, 0), 1.5)
     p = cv2.GaussianBlur(premul * fade[..., None], (0, 0), 1.5)
-    region = out[base:base + depth, x0:x1]
+    ox, oy = origin
+    region = out[base - oy:base - oy + depth, x0 - ox:x1 - ox]
     region *= (1.0 - a)[..., None]
     region += p
 
 
 def composite(background: np.ndarray, placement: Placement, shadow: ShadowStyle | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 background + placed product -> (H, W, 3) uint8 image."""
+    """(H, W, 3) uint8 background + placed product -> (H, W, 3) uint8 image. Only the region the
+    product, its shadows and its reflection touch is recomputed; the rest is the background."""
     if background.shape[:2] != (placement.height, placement.width):
         raise ValueError(f"background {background.shape[:2]} does not match canvas {(placement.height, placement.width)}")
-    out = background.astype(np.float32)
-    if shadow is not None:
-        out *= (1.0 - shadow_map(placement, shadow))[..., None]
-        if shadow.reflection > 0:
-            _reflect(out, placement, shadow.reflection)
     x0, y0, x1, y1 = placement.box
-    region = out[y0:y1, x0:x1]
+    shade = shadow_map(placement, shadow) if shadow is not None else None
+    # The region to recompute: the product's box, its shadow's and its reflection's.
+    rx0, ry0, rx1, ry1 = x0, y0, x1, y1
+    if shade is not None:
+        ys, xs = np.nonzero(cv2.resize(shade, None, fx=0.125, fy=0.125, interpolation=cv2.INTER_AREA) > 0)
+        if ys.size:
+            rx0, ry0 = min(rx0, int(xs.min()) * 8 - 8), min(ry0, int(ys.min()) * 8 - 8)
+            rx1, ry1 = max(rx1, int(xs.max()) * 8 + 16), max(ry1, int(ys.max()) * 8 + 16)
+        if shadow.reflection > 0:
+            ry1 = max(ry1, placement.base_y + round((placement.base_y - y0) * 0.35) + 1)
+    rx0, ry0 = max(0, rx0), max(0, ry0)
+    rx1, ry1 = min(placement.width, rx1), min(placement.height, ry1)
+    out = background.copy()
+    work = background[ry0:ry1, rx0:rx1].astype(np.float32)
+    if shade is not None:
+        work *= (1.0 - shade[ry0:ry1, rx0:rx1])[..., None]
+    if shadow is not None and shadow.reflection > 0:
+        _reflect(work, placement, shadow.reflection, (rx0, ry0))
+    region = work[y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
     region *= (1.0 - placement.alpha)[..., None]
     region += placement.premul
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    out[ry0:ry1, rx0:rx1] = np.clip(work + 0.5, 0, 255).astype(np.uint8)
+    return out
