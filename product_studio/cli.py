@@ -24,7 +24,6 @@ from .config import get_settings
 from .errors import BadInput, BadSetting, ProductStudioError
 from .naming import safe_stem, unique_names
 from .presets import TARGETS, get_target
-from .scenes import SCENES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn product photos into listing-ready images.")
@@ -239,8 +238,14 @@ def scenes(as_json: _JSON = False) -> None:
     """List the scene presets."""
     from .backends.registry import scene_backend
 
+    from .scenes import all_scenes
+
+    try:
+        presets = all_scenes(get_settings())  # with PRODUCT_STUDIO_SCENES_FILE's, as every door offers them
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
     rows = []
-    for s in SCENES.values():
+    for s in presets.values():
         backend = scene_backend(s.backend)
         needs = [what for what, yes in (("weights", backend.needs_weights), ("a GPU", backend.needs_gpu)) if yes]
         rows.append([s.name, s.backend + (f" (needs {' and '.join(needs)})" if needs else ""), s.title])

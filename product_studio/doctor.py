@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +77,13 @@ def _edges(settings: Settings) -> Check:
 
 
 def _scenes(settings: Settings) -> Check:
-    from .scenes import SCENES
+    """The presets every door offers: the built-in ones and those of PRODUCT_STUDIO_SCENES_FILE."""
+    from .scenes import SCENES, all_scenes
 
-    return Check("scenes", "ok", ", ".join(f"{s.name} ({s.backend})" for s in SCENES.values()))
+    scenes = all_scenes(settings)  # BadInput naming the file and the scene when it does not load
+    own = f"; from {settings.scenes_file}: {', '.join(n for n in scenes if n not in SCENES or scenes[n] != SCENES[n])}" \
+        if settings.scenes_file else ""
+    return Check("scenes", "ok", ", ".join(f"{s.name} ({s.backend})" for s in scenes.values()) + own)
 
 
 def _scene_backends(settings: Settings) -> Iterator[Check]:
@@ -125,8 +130,50 @@ def _storage(settings: Settings) -> Check:
     return Check("storage", "ok" if ok else "fail", f"{redact_url(settings.storage)} ({type(blobs).__name__}), writable")
 
 
+WORKER_GRACE = 120.0  # s: work waiting this long with nothing moving means no worker takes it
+
+
+def _workers(settings: Settings) -> Check:
+    """Whether a worker consumes the queues: asked over the broker where it can answer (Redis,
+    RabbitMQ: a Celery ping), and read from the database everywhere (work queued for more than
+    WORKER_GRACE s while nothing moved: the embedded broker cannot be asked)."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from . import runtime
+    from .models import Asset, StageStatus, Variant, utcnow
+
+    start = "start one with `product-studio worker` (`serve` starts one unless --no-worker)"
+    answered = None
+    if not settings.broker_url.startswith("filesystem"):
+        from tasks import app
+
+        answered = len(app.control.ping(timeout=1.0) or [])
+        if answered == 0:
+            return Check("workers", "fail", f"no worker answered on {redact_url(settings.broker_url)}: jobs will wait "
+                                            f"at queued; {start}")
+    running = (StageStatus.RUNNING,)
+    with runtime.database(settings).session() as s:
+        waiting = s.scalar(select(func.min(Variant.updated_at)).where(Variant.status == StageStatus.PENDING))
+        latest = s.scalar(select(func.max(Variant.updated_at)).where(Variant.status != StageStatus.PENDING))
+        busy = s.scalar(select(func.count()).select_from(Asset).where(
+            Asset.cutout_status.in_(running) | Asset.edges_status.in_(running))) or 0
+        busy += s.scalar(select(func.count()).select_from(Variant).where(Variant.status.in_(running))) or 0
+    now = utcnow()
+    if waiting is not None and not busy and now - waiting > timedelta(seconds=WORKER_GRACE) and \
+            (latest is None or now - latest > timedelta(seconds=WORKER_GRACE)):
+        minutes = (now - waiting).total_seconds() / 60
+        return Check("workers", "fail", f"work has waited {minutes:.0f} min and nothing moved for "
+                                        f"{WORKER_GRACE:.0f} s: no worker seems to consume the queues; {start}")
+    if answered:
+        return Check("workers", "ok", f"{answered} worker(s) answered")
+    return Check("workers", "ok", "nothing is waiting for a worker (the embedded broker cannot be asked "
+                                  "whether one runs)" if waiting is None else "work is moving")
+
+
 CHECKS: tuple[Callable[[Settings], Check | Iterator[Check]], ...] = (
-    _cutout, _onnxruntime, _torch, _edges, _scenes, _scene_backends, _database, _broker, _storage,
+    _cutout, _onnxruntime, _torch, _edges, _scenes, _scene_backends, _database, _broker, _workers, _storage,
 )
 
 
@@ -138,29 +185,30 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     secrets = known_secrets(settings)
     for check in CHECKS:
         try:
-            found = check(settings)
-            checks = [found] if isinstance(found, Check) else list(found)
+            with warnings.catch_warnings():  # third-party import chatter (timm, torch.jit) is not ours to show
+                warnings.simplefilter("ignore")
+                found = check(settings)
+                checks = [found] if isinstance(found, Check) else list(found)
         except Exception as exc:  # doctor reports; it never crashes
             checks = [Check(check.__name__.strip("_"), "fail", f"{type(exc).__name__}: {exc}")]
         for c in checks:
             yield Check(c.name, c.status, redact(c.detail, secrets))
 
 
-if __name__ == "__main__":  # `python -m product_studio.doctor --json`: the web status page's source
+if __name__ == "__main__":  # `python -m product_studio.doctor --jsonl`: the web Status page's source
     import dataclasses
     import json
     import sys
 
     from .config import get_settings
-
     from .errors import BadSetting
 
     try:
-        checks = [dataclasses.asdict(c) for c in run_checks(get_settings())]
+        found = run_checks(get_settings())
     except BadSetting as exc:  # the Status page shows it as its one failing check
-        checks = [{"name": "settings", "status": "fail", "detail": str(exc)}]
-    if "--json" in sys.argv:
-        print(json.dumps(checks))
-    else:
-        for c in checks:
-            print(f"{c['status']:5} {c['name']}: {c['detail']}")
+        found = iter([Check("settings", "fail", str(exc))])
+    for c in found:  # one line per check as soon as it is known: the page shows them as they come
+        if "--jsonl" in sys.argv:
+            print(json.dumps(dataclasses.asdict(c)), flush=True)
+        else:
+            print(f"{c.status:5} {c.name}: {c.detail}", flush=True)

@@ -167,3 +167,57 @@ def test_a_refused_private_address_names_the_setting_that_allows_it():
 
     with pytest.raises(BadInput, match="PRODUCT_STUDIO_FETCH_ALLOW=10.1.2.3"):
         fetch_image("http://10.1.2.3/cup.jpg", Settings())
+
+
+def test_doctor_tells_the_truth_quietly(tmp_path):
+    """Doctor says the generative scenes would fail when their models cannot be had, lists the
+    scenes file's presets as every door offers them, prints no third-party warnings, and notices
+    work that no worker takes."""
+    import datetime as dt
+
+    scenes = tmp_path / "scenes.toml"
+    scenes.write_text('[[scene]]\nname = "shop-teal"\ntitle = "Teal sweep"\nbackend = "studio"\n'
+                      'palette = ["#2a9d8f", "#e9f5f3"]\n')
+    env = {"PRODUCT_STUDIO_SCENES_FILE": str(scenes), "PRODUCT_STUDIO_DIFFUSION_MODEL": str(tmp_path / "no-model")}
+    r = run("doctor", env=env | {"COLUMNS": "400"}, tmp_path=tmp_path)
+    lines = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") >= 3}
+    assert "missing" in lines["scene backend diffusers"] and "would fail" in lines["scene backend diffusers"]
+    assert "shop-teal" in lines["scenes"] and "shop-teal" in run("scenes", env=env, tmp_path=tmp_path).stdout
+    assert "Warning" not in r.stderr and "warnings.warn" not in r.stderr, r.stderr
+
+    # A job queued ten minutes ago that nothing has touched since: no worker takes the work.
+    from product_studio import config, runtime
+    from product_studio.db import AssetSpec, create_job
+    from product_studio.models import Variant
+
+    os.environ["PRODUCT_STUDIO_DATA_DIR"] = str(tmp_path / "data")
+    try:
+        config.get_settings.cache_clear()
+        runtime.reset()
+        with runtime.database().session() as s:
+            job, _ = create_job(s, origin="upload", params={"targets": ["ebay"]}, assets=[AssetSpec(
+                name="cup", filename="cup.jpg", sha256="1" * 64, source_key="sources/x.jpg", width=9, height=9)])
+            for v in job.assets[0].variants:
+                s.get_one(Variant, v.id).updated_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    finally:
+        del os.environ["PRODUCT_STUDIO_DATA_DIR"]
+        config.get_settings.cache_clear()
+        runtime.reset()
+    r = run("doctor", env={"COLUMNS": "400"}, tmp_path=tmp_path)
+    workers = next(line for line in r.stdout.splitlines() if "workers" in line)
+    assert "FAIL" in workers and "product-studio worker" in workers and r.returncode == 1
+
+
+def test_the_status_page_shows_its_frame_before_the_checks(monkeypatch, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tests.web_helpers import fresh_app, sign_in
+
+    app, _ = fresh_app(monkeypatch, tmp_path)
+    client = TestClient(app, base_url="https://testserver")
+    sign_in(client)
+    with client.stream("GET", "/status") as r:
+        chunks = [c.decode() for c in r.iter_bytes() if c]
+    assert "<h1>Status</h1>" in chunks[0] and "cutout model" not in chunks[0]  # the frame first, alone
+    page = "".join(chunks)
+    assert page.count("<tr>") >= 10 and "workers" in page and page.rstrip().endswith("</html>")

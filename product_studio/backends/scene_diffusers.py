@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -320,11 +321,43 @@ def paint(target, preset: ScenePreset, placement: Placement, seed: int, *, contr
                     settings=settings)[0].pixels
 
 
+def _findable(ident: str, marker: str, offline: bool) -> str | None:
+    """Why the model `ident` (a local folder or a hub id) cannot be had without loading it, or
+    None when it can: a folder must hold `marker` (its config file); a hub id must be in the
+    Hugging Face cache when offline (online it downloads on first use)."""
+    path = Path(ident).expanduser()
+    if path.exists():
+        return None if (path / marker).is_file() or path.is_file() else f"{ident} has no {marker}"
+    if not offline:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(ident, marker)
+    except Exception:  # not a valid hub id either
+        return f"{ident} is neither a folder nor a hub id"
+    return None if isinstance(cached, str) else f"{ident} is not in the Hugging Face cache"
+
+
 def check(settings: Settings) -> tuple[str, str]:
-    """For `doctor`: ("ok" | "warn", detail) on whether diffusers imports, and in which mode."""
+    """For `doctor`: ("ok" | "warn", detail): whether diffusers imports and the configured model,
+    ControlNet and LoRA can be had (present locally or cached; online, downloadable), without
+    loading any weights. "warn": the generative scenes (ai-*) would fail; the rest works."""
     try:
         import diffusers
     except Exception as exc:
         return "warn", f"import failed: {exc}"
-    mode = "offline: model ids must be local folders or cached" if settings.offline else "online"
-    return "ok", f"diffusers {diffusers.__version__}; {mode}"
+    wanted = [("model", settings.diffusion_model, "model_index.json", "PRODUCT_STUDIO_DIFFUSION_MODEL"),
+              ("ControlNet", settings.diffusion_controlnet, "config.json", "PRODUCT_STUDIO_DIFFUSION_CONTROLNET")]
+    problems = [f"{what} {why} ({env})" for what, ident, marker, env in wanted
+                if (why := _findable(ident, marker, settings.offline))]
+    lora = settings.diffusion_lora
+    if lora and not Path(lora).expanduser().exists() and \
+            _findable(lora, "pytorch_lora_weights.safetensors", settings.offline):
+        problems.append(f"LoRA {lora} is not in the Hugging Face cache (PRODUCT_STUDIO_DIFFUSION_LORA)")
+    mode = "offline" if settings.offline else "online: models download on first use"
+    if problems:
+        fix = " or set PRODUCT_STUDIO_OFFLINE=false to download them" if settings.offline else ""
+        return "warn", (f"diffusers {diffusers.__version__}; {mode}; the ai-* scenes would fail: "
+                        f"{'; '.join(problems)}. Download them and point the settings at their folders{fix}")
+    return "ok", f"diffusers {diffusers.__version__}; {mode}; model and ControlNet found"

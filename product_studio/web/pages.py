@@ -12,11 +12,12 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
 
@@ -300,25 +301,58 @@ def drop_key(request: Request, user: User, key_id: str, csrf_token: Annotated[st
 
 _status_cache: dict[str, object] = {}
 STATUS_TTL = 30.0
+STATUS_TIMEOUT = 120.0  # s the checks may take in all
 
 
-async def doctor_report() -> list[dict]:
-    """`product-studio doctor`'s checks, run in a child process: the checks import torch and the
-    models' runtimes, which this web process never loads. Cached for STATUS_TTL seconds."""
+async def doctor_checks() -> AsyncIterator[dict]:
+    """`product-studio doctor`'s checks, each as soon as the child process reports it (`--jsonl`):
+    the checks import torch and the models' runtimes, which this web process never loads. Cached
+    for STATUS_TTL seconds. Never raises: a child that fails or hangs is itself a failing check."""
     if _status_cache and time.monotonic() - float(_status_cache["at"]) < STATUS_TTL:  # type: ignore[arg-type]
-        return _status_cache["checks"]  # type: ignore[return-value]
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "product_studio.doctor", "--json",
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        for check in _status_cache["checks"]:  # type: ignore[attr-defined]
+            yield check
+        return
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "product_studio.doctor", "--jsonl",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    deadline = time.monotonic() + STATUS_TIMEOUT
+    checks: list[dict] = []
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-        checks = json.loads(out)
-    except (TimeoutError, ValueError):
-        proc.kill() if proc.returncode is None else None
-        checks = [{"name": "doctor", "status": "fail", "detail": "the checks did not finish or report"}]
+        while True:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=max(0.1, deadline - time.monotonic()))
+            if not line:
+                break
+            try:
+                check = json.loads(line)
+            except ValueError:
+                continue
+            checks.append(check)
+            yield check
+    except TimeoutError:
+        pass
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+    if not checks or proc.returncode not in (0, None) and len(checks) < 3:
+        check = {"name": "doctor", "status": "fail", "detail": "the checks did not finish or report"}
+        checks.append(check)
+        yield check
     _status_cache.update(at=time.monotonic(), checks=checks)
-    return checks
 
 
 @router.get("/status")
-async def status(request: Request, user: User) -> HTMLResponse:
-    return page(request, "status.html", checks=await doctor_report())
+async def status(request: Request, user: User) -> Response:
+    """The Status page, streamed: its frame at once, then each check's row as it arrives (the
+    browser shows them as they come; no script needed)."""
+    frame = _templates.get_template("status.html").render(
+        request=request, csrf=csrf_token(request), user=request.session.get("username"))
+    head, tail = frame.split("<!--checks-->", 1)
+    row = _templates.get_template("_status_row.html")
+
+    async def body() -> AsyncIterator[str]:
+        yield head
+        async for check in doctor_checks():
+            yield row.render(c=check)
+        yield tail
+
+    return StreamingResponse(body(), media_type="text/html; charset=utf-8")
