@@ -182,6 +182,8 @@ def load_user_scenes(path: Path) -> dict[str, ScenePreset]:
     for i, entry in enumerate(raw.get("scene", [])):
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
         parent = fields.pop("extends", None)
+        if "name" not in fields:  # else an extends would take its parent's name and replace it
+            raise BadInput(f"scenes file {path}: scene #{i + 1}: name: Field required")
         known = {**SCENES, **out}
         if parent is not None and parent not in known:
             raise BadInput(f"scenes file {path}: scene #{i + 1}: extends: no scene {parent!r} "

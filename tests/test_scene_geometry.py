@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from product_studio.backends import scene_studio
 from product_studio.config import Settings
+from product_studio.errors import BadInput
 from product_studio.pipeline.composite import ShadowStyle, composite, shadow_map
 from product_studio.pipeline.layout import place, product_pixels
 from product_studio.pipeline.scene import frame_of, render_background, shadow_style, support_mask
@@ -192,8 +193,11 @@ def test_shadow_strength_and_softness_per_preset_overridable_in_the_scenes_file(
     lighter = _darkening(placement, shadow_style(TARGET, light))[row + 1, cols].mean()
     assert lighter < 0.6 * built_in
     path.write_text('[[scene]]\nname = "x"\nextends = "nope"\n')
-    with pytest.raises(Exception, match="extends: no scene 'nope'"):
+    with pytest.raises(BadInput, match="extends: no scene 'nope'"):
         get_scene("x", Settings(scenes_file=path))
+    path.write_text('[[scene]]\nextends = "wood"\ncontact_shadow = 0.1\n')
+    with pytest.raises(BadInput, match="scene #1: name"):
+        get_scene("wood", Settings(scenes_file=path))
 
 
 @pytest.mark.parametrize("name", FLAT_LAYS)
