@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,10 +36,12 @@ from sqlalchemy import (
     CursorResult,
     Engine,
     Update,
+    and_,
     create_engine,
     event,
     func,
     make_url,
+    or_,
     select,
     text,
     update,
@@ -68,7 +71,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (tests/test_db.py checks it is Alembic's head). Knowing it lets every start
 # check the schema with one query and load Alembic (~0.4 s of imports) only when there is work.
-HEAD = "0006"
+HEAD = "0007"
 _MIGRATION_LOCK = 0x50535F4D  # PostgreSQL advisory lock key ("PS_M") held while migrating
 
 
@@ -288,7 +291,10 @@ def job_progress(session: Session, job_id: str) -> dict[str, int]:
 
 
 def maybe_finish_job(session: Session, job_id: str) -> Job | None:
-    """Once every variant is done or failed, set the job done / partial / failed and finished_at.
+    """Once every variant is done or failed, set the job done / partial / failed and finished_at,
+    and, when it has a callback_url, record in the same transaction that its completion callback is
+    owed (Job.callback_due_at, the outbox): a crash or a broker error after the commit cannot lose
+    it, the sweeper sends what stays owed (due_callbacks).
 
     Happens exactly once: returns the job only to the caller that made the transition (the one
     that should send the completion callback), None to everyone else.
@@ -312,6 +318,8 @@ def maybe_finish_job(session: Session, job_id: str) -> Job | None:
     )
     if changed != 1:
         return None
+    _updated(session, update(Job).where(Job.id == job_id, Job.callback_url.is_not(None))
+             .values(callback_due_at=utcnow()))
     return session.get(Job, job_id, populate_existing=True)
 
 
@@ -319,14 +327,35 @@ def maybe_finish_job(session: Session, job_id: str) -> Job | None:
 # Assets and variants (what the worker tasks call)
 
 
-def claim_variant(session: Session, variant_id: str) -> Variant | None:
-    """Mark a variant running and count the attempt; None if it is already done or failed (or
-    unknown): the idempotency check of a redelivered task. Also marks a queued job running."""
+DEFAULT_LEASE = 900.0  # s; the workers lease for settings.requeue_after
+
+
+def _lease_expired(now: datetime) -> Any:
+    # NULL: a RUNNING row from before leases existed (migration 0007): nobody renews it.
+    return or_(Variant.lease_until.is_(None), Variant.lease_until < now)
+
+
+def claim_variant(session: Session, variant_id: str, *, lease: float = DEFAULT_LEASE) -> Variant | None:
+    """Take a variant to render: mark it running, count the attempt and lease it to the caller
+    for `lease` seconds (renew_lease extends it while the render runs). Also marks a queued job
+    running.
+
+    None, and nothing changed, when the variant is done, failed or unknown (a redelivered task
+    finds its work done), or RUNNING under a live lease (a duplicated or redelivered message while
+    another worker renders it: that worker finishes it, or dies and its lease expires, and then the
+    sweeper takes it back, take_back_expired). An expired lease is taken over. The returned
+    variant's `attempts` is this claim's token for renew_lease and release_variant.
+    Workers' clocks are assumed to agree to well within `lease`.
+    """
+    now = utcnow()
     claimed = _updated(
         session,
         update(Variant)
-        .where(Variant.id == variant_id, Variant.status.not_in(STAGE_FINAL))
-        .values(status=StageStatus.RUNNING, attempts=Variant.attempts + 1, error=None),
+        .where(Variant.id == variant_id,
+               or_(Variant.status == StageStatus.PENDING,
+                   and_(Variant.status == StageStatus.RUNNING, _lease_expired(now))))
+        .values(status=StageStatus.RUNNING, attempts=Variant.attempts + 1, error=None,
+                lease_until=now + timedelta(seconds=lease)),
     )
     if claimed != 1:
         return None
@@ -341,6 +370,47 @@ def claim_variant(session: Session, variant_id: str) -> Variant | None:
     return variant
 
 
+def renew_lease(session: Session, variant_id: str, attempt: int, *, lease: float = DEFAULT_LEASE) -> bool:
+    """Extend the lease of claim number `attempt` (Variant.attempts as claim_variant returned it)
+    to `lease` seconds from now. False when that claim no longer holds the variant (settled, taken
+    back after its lease expired, or claimed again since): stop renewing."""
+    return _updated(
+        session,
+        update(Variant)
+        .where(Variant.id == variant_id, Variant.status == StageStatus.RUNNING, Variant.attempts == attempt)
+        .values(lease_until=utcnow() + timedelta(seconds=lease)),
+    ) == 1
+
+
+def release_variant(session: Session, variant_id: str, attempt: int) -> bool:
+    """Give claim number `attempt` back (the render failed and its task will retry): the variant
+    is pending again, so the retry, or any other delivery, can claim it at once. False when that
+    claim no longer holds it."""
+    return _updated(
+        session,
+        update(Variant)
+        .where(Variant.id == variant_id, Variant.status == StageStatus.RUNNING, Variant.attempts == attempt)
+        .values(status=StageStatus.PENDING, lease_until=None),
+    ) == 1
+
+
+def take_back_expired(session: Session, *, now: datetime | None = None) -> list[str]:
+    """The sweeper's half of the lease: RUNNING variants whose lease expired (their worker died or
+    hangs without renewing) go back to pending. Returns their ids, for the caller to enqueue; a
+    concurrent sweeper, or a claim in between, takes each at most once (conditional on the row as
+    read). Live leases are never touched."""
+    now = now or utcnow()
+    rows = session.execute(select(Variant.id, Variant.attempts)
+                           .where(Variant.status == StageStatus.RUNNING, _lease_expired(now))).all()
+    return [vid for vid, attempts in rows if _updated(
+        session,
+        update(Variant)
+        .where(Variant.id == vid, Variant.status == StageStatus.RUNNING, Variant.attempts == attempts,
+               _lease_expired(now))
+        .values(status=StageStatus.PENDING, lease_until=None),
+    ) == 1]
+
+
 def _updated(session: Session, stmt: Update) -> int:
     """Run an UPDATE; the number of rows it changed says whether a conditional one won.
     Objects already in the session are not touched: callers reload what they return."""
@@ -352,7 +422,8 @@ def _settle(session: Session, variant_id: str, **values: Any) -> Variant | None:
     # Conditional, so a duplicate delivery finishing second changes nothing and learns so.
     changed = _updated(
         session,
-        update(Variant).where(Variant.id == variant_id, Variant.status.not_in(STAGE_FINAL)).values(**values),
+        update(Variant).where(Variant.id == variant_id, Variant.status.not_in(STAGE_FINAL))
+        .values(**values, lease_until=None),
     )
     return session.get(Variant, variant_id, populate_existing=True) if changed == 1 else None
 
@@ -393,7 +464,7 @@ def fail_asset(session: Session, asset_id: str, error: str) -> int:
         session,
         update(Variant)
         .where(Variant.asset_id == asset_id, Variant.status.not_in(STAGE_FINAL))
-        .values(status=StageStatus.FAILED, error=error),
+        .values(status=StageStatus.FAILED, error=error, lease_until=None),
     )
 
 
@@ -445,7 +516,7 @@ def reopen_asset(session: Session, asset_id: str) -> list[str]:
     _updated(session, update(Variant).where(Variant.asset_id == asset_id).values(
         status=StageStatus.PENDING, key=None, content_type=None, bytes=None, width=None, height=None,
         check_ok=None, check_summary=None, check_warnings=None, approved=None, error=None, seconds=None,
-        attempts=0))
+        attempts=0, lease_until=None))
     _updated(session, update(Job).where(Job.id == select(Asset.job_id).where(Asset.id == asset_id).scalar_subquery())
              .values(status=JobStatus.RUNNING, finished_at=None, error=None))
     return list(session.scalars(select(Variant.id).where(Variant.asset_id == asset_id).order_by(Variant.created_at)))
@@ -462,10 +533,15 @@ _STAGE_KEYS = {"cutout": "cutout_key", "edges": "control_key"}
 
 def update_stage(session: Session, asset_id: str, stage: str, status: str, *, key: str | None = None,
                  seconds: float | None = None, error: str | None = None) -> Asset:
-    """Record an asset stage ("cutout" or "edges"): its status, output key and time."""
+    """Record an asset stage ("cutout" or "edges"): its status, output key and time. A stage
+    starting (RUNNING) touches the asset's pending variants, so the sweeper, which reads their
+    updated_at, leaves the photo alone for requeue_after seconds while the stage runs."""
     if stage not in _STAGE_KEYS:
         raise ValueError(f"unknown asset stage {stage!r}")
-    asset = session.get_one(Asset, asset_id, populate_existing=True, with_for_update=True)
+    asset = session.get_one(Asset, asset_id, populate_existing=True, with_for_update=True)  # first: lock order
+    if status == StageStatus.RUNNING:
+        _updated(session, update(Variant).where(Variant.asset_id == asset_id, Variant.status == StageStatus.PENDING)
+                 .values(updated_at=utcnow()))
     setattr(asset, f"{stage}_status", StageStatus(status))
     if key is not None:
         setattr(asset, _STAGE_KEYS[stage], key)
@@ -525,3 +601,36 @@ def log_callback(
     entry = CallbackAttempt(job_id=job_id, url=url, attempt=attempt, status_code=status_code, error=error, ok=ok)
     session.add(entry)
     return entry
+
+
+# The completion-callback outbox (Job.callback_due_at): maybe_finish_job records the callback as
+# owed in the transaction that finishes the job; the callback task holds it while it tries and
+# settles it; the sweeper sends what stays due (a publish that failed or a worker killed after the
+# commit, a retry message lost).
+
+
+def hold_callback(session: Session, job_id: str, until: datetime) -> bool:
+    """An attempt at a job's owed callback is under way, and the next (if it fails) is due at
+    `until`: the sweeper leaves it alone until then plus its grace. False, changing nothing, when
+    nothing is owed (settled meanwhile, or never recorded)."""
+    return _updated(session, update(Job).where(Job.id == job_id, Job.callback_due_at.is_not(None))
+                    .values(callback_due_at=until)) == 1
+
+
+def settle_callback(session: Session, job_id: str, finished_at: datetime | None) -> bool:
+    """The callback for the job's end at `finished_at` is settled (delivered with a 2xx, refused,
+    or given up): nothing is owed any more. A job reopened and finished again since owes its new
+    callback: then nothing changes and the answer is False."""
+    end = Job.finished_at.is_(None) if finished_at is None else Job.finished_at == finished_at
+    return _updated(session, update(Job).where(Job.id == job_id, end).values(callback_due_at=None)) == 1
+
+
+def due_callbacks(session: Session, older_than: float, *, now: datetime | None = None) -> list[str]:
+    """Jobs whose callback has been owed, untried, for more than `older_than` seconds (the
+    callback task's message was never published, or was lost, or its retry was). Each is marked as
+    just sent (due now), so a concurrent sweeper does not send it too; returns their ids."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=older_than)
+    rows = session.execute(select(Job.id, Job.callback_due_at).where(Job.callback_due_at < cutoff)).all()
+    return [job_id for job_id, due in rows if _updated(
+        session, update(Job).where(Job.id == job_id, Job.callback_due_at == due).values(callback_due_at=now)) == 1]

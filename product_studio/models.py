@@ -120,7 +120,7 @@ def _children(back_populates: str, order_by: str):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index(None, "status"), Index(None, "created_at"))
+    __table_args__ = (Index(None, "status"), Index(None, "created_at"), Index(None, "callback_due_at"))
 
     id: Mapped[str] = _id()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -135,6 +135,11 @@ class Job(Base):
     fingerprint: Mapped[str | None] = mapped_column(String(64), unique=True)
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[dt.datetime | None]
+    # The completion-callback outbox: set (to the job's end) in the transaction that finishes a job
+    # with a callback_url; each attempt moves it to when its next attempt is due; cleared once the
+    # callback is settled (2xx, refused, or given up). The sweeper sends what stays due for longer
+    # than requeue_after (db.due_callbacks). None: nothing owed.
+    callback_due_at: Mapped[dt.datetime | None]
 
     assets: Mapped[list[Asset]] = _children("job", "Asset.position")
     callbacks: Mapped[list[CallbackAttempt]] = _children("job", "CallbackAttempt.at")
@@ -205,7 +210,10 @@ class Variant(Base):
     approved: Mapped[bool | None]  # None: not reviewed yet
     error: Mapped[str | None] = mapped_column(Text)
     seconds: Mapped[float | None]
-    attempts: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)  # claims; also the claim's fencing token
+    # A RUNNING variant is leased to the worker that claimed it until then (db.claim_variant); the
+    # worker renews it while it renders. Only an expired lease is claimed again or taken back.
+    lease_until: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -28,11 +28,17 @@ CALLBACK_RETRIES = 8
 INTAKE = "cpu-intake"
 
 
+def queue_of(step: Step) -> str:
+    """The queue a step's message goes on. Raises KeyError for an unknown stage."""
+    return "gpu" if step.gpu else _ROUTES[step.stage][1]
+
+
 def enqueue(steps: Iterable[Step]) -> None:
-    """Publish one message per step, on its stage's queue."""
+    """Publish one message per step, on its stage's queue. Raises the broker's error when a publish
+    fails (after kombu's own retries); the database still says what is to do, and the sweeper
+    (tasks/sweeper.py) publishes it later."""
     for step in steps:
-        task, queue = _ROUTES[step.stage]
-        task.apply_async((step.id,), queue="gpu" if step.gpu else queue)
+        _ROUTES[step.stage][0].apply_async((step.id,), queue=queue_of(step))
 
 
 def _run(task, unit: Callable[[str], list[Step]], item_id: str, fail: Callable[[str], list[Step]]) -> None:
@@ -66,10 +72,12 @@ def variant(self, variant_id: str) -> None:
 
 @app.task(bind=True, name="callback", max_retries=CALLBACK_RETRIES)
 def callback(self, job_id: str) -> None:
-    """The signed completion callback, retried with backoff (every attempt is logged)."""
-    if not deliver_callback(job_id, attempt=self.request.retries + 1):
-        if self.request.retries < CALLBACK_RETRIES:
-            raise self.retry(countdown=delay(self.request.retries + 1, cap=600))
+    """The signed completion callback, retried with backoff (every attempt is logged), then given
+    up. The job's outbox entry is held while the chain is alive, settled when it ends."""
+    retries = self.request.retries
+    retry_in = delay(retries + 1, cap=600) if retries < CALLBACK_RETRIES else None
+    if not deliver_callback(job_id, attempt=retries + 1, retry_in=retry_in):
+        raise self.retry(countdown=retry_in)
 
 
 _ROUTES = {"cutout": (cutout, INTAKE), "edges": (edges, "cpu"), "variant": (variant, "cpu"),

@@ -3,25 +3,34 @@ store and state in the database. Celery tasks (tasks/pipeline.py) call these wit
 
 Every unit is idempotent: outputs are content-addressed by the plan's keys, written atomically,
 and recorded by conditional updates, so a redelivered or duplicated task finds its work already
-there. Each returns the Steps to take next; it enqueues nothing itself.
+there. A variant is rendered under a lease (db.claim_variant) that a thread renews while the render
+runs, so a duplicated message never renders it a second time beside a live worker. Each returns
+the Steps to take next; it enqueues nothing itself.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .. import content_types, runtime
 from ..config import Settings, get_settings
 from ..db import (
+    Database,
     claim_variant,
     fail_asset,
     fail_variant,
     finish_variant,
     maybe_finish_job,
+    release_variant,
+    renew_lease,
     update_stage,
 )
-from ..models import STAGE_FINAL, Asset, StageStatus
+from ..models import STAGE_FINAL, Asset, StageStatus, Variant
 from ..pipeline.check import check_bytes
 from ..pipeline.confidence import CutoutQuality
 from ..pipeline.export import decode_png, encode, encode_png
@@ -41,6 +50,8 @@ from ..pipeline.plan import (
 from ..presets import Target, get_target
 from . import masks
 from .steps import Step, callback
+
+log = logging.getLogger(__name__)
 
 
 def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
@@ -112,22 +123,73 @@ def run_edges(asset_id: str, settings: Settings | None = None) -> list[Step]:
         with db.session() as s:
             update_stage(s, asset_id, "edges", StageStatus.DONE, key=keys[plan.control_target.name],
                          seconds=time.perf_counter() - t0)
-    steps = []
-    for vid, target_name, scene in pending:
-        target = get_target(target_name)
-        steps.append(Step("variant", vid, plan_photo([target], scene or None, settings).targets[0].generative))
-    return steps
+    return [variant_step(vid, target_name, scene, settings) for vid, target_name, scene in pending]
+
+
+def variant_step(variant_id: str, target: str, scene: str, settings: Settings | None = None) -> Step:
+    """The Step that renders a variant of `target` in `scene` ("" = the target's default): on a GPU
+    worker when a model paints it. Raises UnknownName for a target or scene that is not known."""
+    settings = settings or get_settings()
+    return Step("variant", variant_id, plan_photo([get_target(target)], scene or None, settings).targets[0].generative)
+
+
+@contextmanager
+def _leased(db: Database, variant_id: str, attempt: int, lease: float) -> Iterator[None]:
+    """Keep claim number `attempt` of a variant: a thread renews its lease every lease/3 seconds
+    while the block runs. If the block raises, the claim is given back (the variant is pending
+    again, so the task's retry can claim it at once) and the error propagates."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease / 3):
+            try:
+                with db.session() as s:
+                    if not renew_lease(s, variant_id, attempt, lease=lease):
+                        log.warning("variant %s: lease lost (taken back after it expired); not renewed", variant_id)
+                        return
+            except Exception:  # the database may be restarting: the next beat tries again
+                log.warning("variant %s: lease renewal failed", variant_id, exc_info=True)
+
+    beat = threading.Thread(target=renew, daemon=True, name=f"lease-{variant_id}")
+    beat.start()
+    try:
+        yield
+    except BaseException:
+        stop.set()
+        beat.join()
+        try:
+            with db.session() as s:
+                release_variant(s, variant_id, attempt)
+        except Exception:  # the lease then expires and the sweeper takes it back
+            log.warning("variant %s: could not give the claim back", variant_id, exc_info=True)
+        raise
+    finally:
+        stop.set()
+        beat.join()
 
 
 def run_variant(variant_id: str, settings: Settings | None = None) -> list[Step]:
     """Render, export, check and store one variant; next: the job's completion callback, when
-    this variant finished the job (exactly one caller gets it)."""
+    this variant finished the job (exactly one caller gets it).
+
+    The variant is claimed under a lease of settings.requeue_after seconds, renewed while it
+    renders; nothing is done (no Steps) when it is settled or another worker holds a live lease.
+    Errors propagate after the claim is given back (the caller retries or records the failure)."""
     settings = settings or get_settings()
+    db = runtime.database(settings)
+    with db.session() as s:
+        variant = claim_variant(s, variant_id, lease=settings.requeue_after)
+        if variant is None:
+            return []  # settled by an earlier delivery, or being rendered under another's live lease
+        attempt = variant.attempts
+    with _leased(db, variant_id, attempt, settings.requeue_after):
+        return _render_variant(variant_id, settings)
+
+
+def _render_variant(variant_id: str, settings: Settings) -> list[Step]:
     db, blobs = runtime.database(settings), runtime.store(settings)
     with db.session() as s:
-        variant = claim_variant(s, variant_id)
-        if variant is None:
-            return []  # already settled by an earlier delivery
+        variant = s.get_one(Variant, variant_id)
         asset = variant.asset
         target_name, scene, seed = variant.target, variant.scene, variant.seed
         cut, name, title, category = asset.cutout_key, asset.name, asset.title, asset.category
