@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     bigcommerce_api_token: SecretStr | None = Field(None, description="single-store default: X-Auth-Token for the "
                                                                       "catalog API")
     bigcommerce_api_url: str = Field("https://api.bigcommerce.com", description="BigCommerce API base URL")
+    bigcommerce_store_hash: str | None = Field(None, description="single-store default: the store hash (publishing "
+                                                                 "needs it; webhooks from other stores are refused "
+                                                                 "once set)")
     generic_webhook_secret: SecretStr | None = Field(None, description="single-store default for /webhooks/generic")
     webhook_targets: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["amazon-main", "shopify-square", "lifestyle"],
@@ -162,6 +165,19 @@ class Settings(BaseSettings):
                                                           "https://<shopify_shop>")
     shopify_api_version: str = Field("2026-10", pattern=r"^(\d{4}-\d{2}|unstable)$",
                                      description="GraphQL Admin API version used for publishing")
+    woocommerce_site: str | None = Field(None, description="single-store default: the shop's site URL (webhooks from "
+                                                           "other sites are refused once set)")
+    woocommerce_consumer_key: SecretStr | None = Field(None, description="single-store default: REST API consumer "
+                                                                         "key (Read/Write)")
+    woocommerce_consumer_secret: SecretStr | None = Field(None, description="single-store default: its secret")
+    woocommerce_wp_user: str | None = Field(None, description="single-store default: the WordPress user of the "
+                                                              "application password")
+    woocommerce_wp_app_password: SecretStr | None = Field(None, description="single-store default: a WordPress "
+                                                                            "application password (media uploads)")
+    woocommerce_upload: str | None = Field(None, pattern="^(media|url)$",
+                                           description="single-store default: media (the media library, with the "
+                                                       "application password) or url (WooCommerce downloads the "
+                                                       "signed link); default media when a password is set")
     publish_timeout: float = Field(30.0, gt=0, description="seconds one request to a store's API may take")
     publish_media_wait: float = Field(120.0, gt=0, description="seconds to wait for the platform to finish "
                                                                "processing an uploaded image (Shopify: READY)")

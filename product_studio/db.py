@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (tests/test_db.py checks it is Alembic's head). Knowing it lets every start
 # check the schema with one query and load Alembic (~0.4 s of imports) only when there is work.
-HEAD = "0007"
+HEAD = "0008"
 _MIGRATION_LOCK = 0x50535F4D  # PostgreSQL advisory lock key ("PS_M") held while migrating
 
 

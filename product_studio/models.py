@@ -341,3 +341,69 @@ class ProductState(Base):
     # image fingerprint (id, URL, version) -> SHA-256 of the bytes processed
     images: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PublicationStatus(StrEnum):
+    QUEUED = "queued"  # recorded, its task enqueued (or to be, by the sweeper)
+    RUNNING = "running"  # a worker holds it under a lease (lease_until)
+    PUBLISHED = "published"  # the image is on the product
+    FAILED = "failed"  # the platform refused it (its message in `error`), or retries ran out
+    REPLACED = "replaced"  # was published; a later render of the same photo and target took its place
+
+
+PUBLICATION_FINAL = (PublicationStatus.PUBLISHED, PublicationStatus.FAILED, PublicationStatus.REPLACED)
+
+
+class JobProduct(Base):
+    """Which store product a job's photos came from (webhook intake records it): where its variants
+    are published. One job may serve several products that share the same photos."""
+
+    __tablename__ = "job_products"
+    __table_args__ = (UniqueConstraint("job_id", "platform", "store", "product_id"),
+                      Index(None, "platform", "store", "product_id"))
+
+    id: Mapped[str] = _id()
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(32))
+    store: Mapped[str] = mapped_column(String(255))
+    product_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Publication(Base):
+    """One variant written back to one store product (product_studio/publish).
+
+    Recorded (QUEUED) before it is attempted and settled by conditional updates, like a variant: a
+    retried or duplicated task finds it done. `mark` is put on what is uploaded (alt text and file
+    name), so a retry reads the product's images back and settles instead of uploading again."""
+
+    __tablename__ = "publications"
+    __table_args__ = (UniqueConstraint("variant_id", "platform", "store", "product_id"),
+                      Index(None, "job_id"), Index(None, "status", "updated_at"),
+                      Index(None, "platform", "store", "product_id"))
+
+    id: Mapped[str] = _id()
+    variant_id: Mapped[str] = mapped_column(ForeignKey("variants.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(32))
+    store: Mapped[str] = mapped_column(String(255))
+    product_id: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = _status(PublicationStatus.QUEUED)
+    role: Mapped[str] = mapped_column(String(16), default="append")  # "append", or "main": first, replacing it
+    variant_key: Mapped[str | None] = mapped_column(Text)  # the render published (a re-render has another key)
+    mark: Mapped[str] = mapped_column(String(64))  # "ps-<variant id>.<render>", on the uploaded image
+    remote_id: Mapped[str | None] = mapped_column(String(255))  # the platform's id of the image
+    remote_url: Mapped[str | None] = mapped_column(Text)  # the image on the platform
+    admin_url: Mapped[str | None] = mapped_column(Text)  # the product in the store's admin
+    # The platform's id of an image to take off the product once this one is on: the earlier render
+    # (republished on request) or, for role "main", the main image it replaces.
+    replaces: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)  # claims; also the claim's fencing token
+    lease_until: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    published_at: Mapped[dt.datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<Publication {self.id} {self.platform}/{self.store}/{self.product_id} {self.status}>"

@@ -112,7 +112,8 @@ def known_secrets(settings: Any) -> list[str]:
         found += _url_password(getattr(settings, name, None))
     for name in ("storage_secret", "callback_secret", "session_secret", "shopify_webhook_secret",
                  "woocommerce_webhook_secret", "bigcommerce_webhook_secret", "bigcommerce_api_token",
-                 "generic_webhook_secret"):
+                 "generic_webhook_secret", "shopify_access_token", "woocommerce_consumer_key",
+                 "woocommerce_consumer_secret", "woocommerce_wp_app_password"):
         value = getattr(settings, name, None)
         if value is not None:
             text = value.get_secret_value()

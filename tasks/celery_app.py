@@ -34,7 +34,7 @@ def broker_options(settings: Settings) -> dict:
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("product_studio", broker=settings.broker_url,
-                 include=["tasks.pipeline", "tasks.sweeper", "tasks.intake"])
+                 include=["tasks.pipeline", "tasks.sweeper", "tasks.intake", "tasks.publishing"])
     app.conf.update(
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,

@@ -11,17 +11,21 @@ cutting out every photo before the first variant is rendered.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from product_studio.backoff import delay
-from product_studio.errors import ProductStudioError, TransientError
+from product_studio.errors import ProductStudioError, TransientError, classify
 from product_studio.jobs import Step, units
 from product_studio.jobs.completion import deliver_callback
 from product_studio.jobs.recovery import is_permanent
+from product_studio.publish import service as publishing
 
 from .celery_app import app
+
+log = logging.getLogger(__name__)
 
 MAX_RETRIES = 5
 CALLBACK_RETRIES = 8
@@ -68,6 +72,37 @@ def edges(self, asset_id: str) -> None:
 @app.task(bind=True, name="variant", max_retries=MAX_RETRIES)
 def variant(self, variant_id: str) -> None:
     _run(self, units.run_variant, variant_id, lambda error: units.fail(variant_id, error))
+    _auto_publish(variant_id)
+
+
+def _auto_publish(variant_id: str) -> None:
+    """`publish = "auto"` stores get a finished variant (publish.service.after_render); a failure
+    here is logged and never undoes the render."""
+    try:
+        enqueue(publishing.after_render(variant_id))
+    except Exception:
+        log.exception("variant %s: could not queue its automatic publication", variant_id)
+
+
+@app.task(bind=True, name="publish", max_retries=MAX_RETRIES)
+def publish(self, publication_id: str) -> None:
+    """Publish one variant to its store product, exactly once (product_studio.publish): rate limits,
+    5xx and timeouts are retried with backoff (a platform's asked-for wait honoured), then recorded
+    as failed; what the platform refuses is recorded as failed at once, with its message."""
+    try:
+        steps = publishing.run_publication(publication_id)
+    except Exception as exc:
+        if isinstance(exc, SoftTimeLimitExceeded):
+            exc = TransientError(f"timed out after {app.conf.task_soft_time_limit} s")
+        error = classify(exc)
+        retries = self.request.retries
+        if error.retryable and retries < MAX_RETRIES:
+            wait = max(float(getattr(exc, "retry_after", 0) or 0), delay(retries))
+            raise self.retry(exc=exc, countdown=wait) from None
+        reason = f"gave up after {retries + 1} attempts: {error}" if error.retryable else str(error)
+        publishing.fail_publication(publication_id, reason)
+        return
+    enqueue(steps)
 
 
 @app.task(bind=True, name="callback", max_retries=CALLBACK_RETRIES)
@@ -81,4 +116,4 @@ def callback(self, job_id: str) -> None:
 
 
 _ROUTES = {"cutout": (cutout, INTAKE), "edges": (edges, "cpu"), "variant": (variant, "cpu"),
-           "callback": (callback, "cpu")}
+           "callback": (callback, "cpu"), "publish": (publish, "cpu")}

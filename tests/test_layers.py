@@ -19,7 +19,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "image": ("product_studio.imaging", "product_studio.pipeline", "product_studio.backends"),
     "service": ("product_studio.storage", "product_studio.db", "product_studio.models", "product_studio.migrations",
                 "product_studio.runtime", "product_studio.auth", "product_studio.fetch", "product_studio.jobs",
-                "product_studio.webhooks", "product_studio.provision"),
+                "product_studio.webhooks", "product_studio.publish", "product_studio.provision"),
     "doors": ("product_studio.cli", "product_studio.doctor", "product_studio.web", "product_studio.batch", "tasks"),
 }
 ORDER = list(LAYERS)

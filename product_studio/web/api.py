@@ -26,6 +26,8 @@ from .schemas import (
     MaskOut,
     MaskRestore,
     MaskStrokes,
+    Published,
+    PublishJob,
     Regenerate,
     VariantOut,
 )
@@ -109,10 +111,13 @@ def get_variants(job_id: str) -> list[dict]:
 
 
 def _review(variant_id: str, approved: bool | None) -> dict:
+    from .dispatch import reviewed
+
     with runtime.database().session() as s:
         if s.get(Variant, variant_id) is None:
             raise HTTPException(404, f"no variant {variant_id}")
         review_variant(s, variant_id, approved)
+    reviewed(variant_id, approved)  # on-approve stores: approving publishes
     return _variant_out(variant_id)
 
 
@@ -137,6 +142,28 @@ def regenerate(variant_id: str, body: Regenerate | None = None) -> dict:
             raise HTTPException(404, f"no variant {variant_id}")
     variant = regenerate_variant(variant_id, seed=body.seed, scene=body.scene)
     return _variant_out(variant.id)
+
+
+@router.post("/variants/{variant_id}/publish", status_code=202, response_model=Published,
+             summary="Publish a finished variant to the store product its photo came from (again, to retry a "
+                     "failed one or to replace the image with a new render)")
+def publish_variant(variant_id: str) -> dict:
+    from .dispatch import publish_variant as publish
+
+    requested = publish(variant_id)
+    return {"queued": requested.queued, "publications": _variant_out(variant_id)["publications"]}
+
+
+@router.post("/jobs/{job_id}/publish", status_code=202, response_model=Published,
+             summary="Publish a job's approved variants (or every finished one that passed its check) to the "
+                     "store product its photos came from")
+def publish_job(job_id: str, body: PublishJob | None = None) -> dict:
+    from .dispatch import publish_job as publish
+
+    body = body or PublishJob()
+    requested = publish(job_id, approved_only=body.approved_only)
+    return {"queued": requested.queued,
+            "publications": [p for a in _job(job_id)["assets"] for v in a["variants"] for p in v["publications"]]}
 
 
 @router.get("/variants/{variant_id}/download", summary="The variant's file",

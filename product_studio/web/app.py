@@ -106,6 +106,7 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
 
     from .api import router as api_router
     from .pages import router as pages_router
+    from .publishing import router as publishing_router
     from .touchup import router as touchup_router
     from .webhooks import router as webhooks_router
 
@@ -113,6 +114,7 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(pages_router)
     app.include_router(touchup_router)
+    app.include_router(publishing_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

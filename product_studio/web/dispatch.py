@@ -46,3 +46,35 @@ def restore_mask(asset_id: str, version: int) -> masks.MaskSaved:
     saved = masks.restore_mask(asset_id, version)
     _enqueue(saved.steps)
     return saved
+
+
+def publish_variant(variant_id: str):
+    """publish.service.publish_variant, its publications enqueued. Raises NoSuchItem (404),
+    Conflict (409: not finished, not from a store product, its store does not publish)."""
+    from ..publish.service import publish_variant as record
+
+    requested = record(variant_id)
+    _enqueue(requested.steps)
+    return requested
+
+
+def publish_job(job_id: str, *, approved_only: bool):
+    """publish.service.publish_job, its publications enqueued (raises as publish_variant)."""
+    from ..publish.service import publish_job as record
+
+    requested = record(job_id, approved_only=approved_only)
+    _enqueue(requested.steps)
+    return requested
+
+
+def reviewed(variant_id: str, approved: bool | None) -> None:
+    """After a review is saved: approving publishes to `publish = "on-approve"` stores. A failure to
+    queue it is logged, never undoes the review (the admin can press Publish)."""
+    import logging
+
+    from ..publish.service import after_review
+
+    try:
+        _enqueue(after_review(variant_id, approved))
+    except Exception:
+        logging.getLogger(__name__).exception("variant %s: could not queue its publication", variant_id)

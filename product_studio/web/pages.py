@@ -158,8 +158,10 @@ def _job_view(job_id: str, review: bool = False) -> dict:
         to_review = sum(1 for a in job.assets if a.review_reason)
         if review:
             assets = [a for a in assets if a["asset"].review_reason]
+        from .publishing import publish_view
+
         return {"job": job, "counts": counts, "assets": assets, "approved": approved, "to_review": to_review,
-                "review_only": review, "final": job.status in JOB_FINAL}
+                "review_only": review, "final": job.status in JOB_FINAL, **publish_view(s, job_id)}
 
 
 @router.get("/jobs/{job_id}")
@@ -186,6 +188,9 @@ def review(request: Request, user: User, variant_id: str, action: Annotated[str,
     with runtime.database().session() as s:
         job_id = _job_of(s, variant_id)
         review_variant(s, variant_id, decision[action])
+    from .dispatch import reviewed
+
+    reviewed(variant_id, decision[action])  # on-approve stores: approving publishes
     return back(f"/jobs/{job_id}#v-{variant_id}")
 
 

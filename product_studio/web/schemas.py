@@ -7,6 +7,31 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 
+class PublicationOut(BaseModel):
+    id: str
+    platform: str = Field(description="shopify, woocommerce or bigcommerce")
+    store: str = Field(description="the store's name (stores file), or default")
+    product_id: str = Field(description="the product on the platform the variant goes to")
+    status: str = Field(description="queued, running, published, failed (see error; publish again to retry) or "
+                                    "replaced (a later render of the same photo and target took its place)")
+    role: str = Field(description="append, or main: put first, replacing the main image")
+    image_id: str | None = Field(description="the platform's id of the image, once published")
+    image_url: str | None = Field(description="the image on the platform, once published")
+    admin_url: str | None = Field(description="the product's page in the store's admin")
+    error: str | None = Field(description="why it failed: the platform's message, or the retries given up")
+    published_at: str | None
+
+
+class PublishJob(BaseModel):
+    approved_only: bool = Field(True, description="only approved variants (false: every finished variant whose "
+                                                  "check passed and that is not rejected)")
+
+
+class Published(BaseModel):
+    queued: list[str] = Field(description="the publications queued by this request (none: all published already)")
+    publications: list[PublicationOut] = Field(description="the publications of the variant(s) now")
+
+
 class VariantOut(BaseModel):
     id: str
     target: str
@@ -19,6 +44,8 @@ class VariantOut(BaseModel):
     approved: bool | None = Field(description="null until reviewed")
     error: str | None
     url: str | None = Field(description="signed, expiring download link, once done")
+    publications: list[PublicationOut] = Field(default_factory=list,
+                                               description="where the variant was published to, and how it went")
 
 
 class AssetOut(BaseModel):

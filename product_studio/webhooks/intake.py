@@ -8,9 +8,13 @@ enqueues a job's steps: the core imports no Celery), never by the receivers:
    (then the delivery is STALE);
 3. images whose fingerprint (id, URL, version) was processed before are skipped; the others are
    fetched through the SSRF-safe fetcher, and bytes already processed under another URL skipped;
-4. one job per scene (jobs.submit, which validates every image before writing anything; each
-   new job's steps are enqueued at once), then the images are remembered and the delivery
-   settled PROCESSED with its jobs.
+4. images Product Studio published there itself (publish.recognise: a recorded platform id, or
+   its mark in the alt text or file name) are remembered and make no job: publishing makes the
+   platform send an update webhook, and that must not loop;
+5. one job per scene (jobs.submit, which validates every image before writing anything; each
+   new job's steps are enqueued at once, and the job is linked to the product so its variants
+   can be published back), then the images are remembered and the delivery settled PROCESSED
+   with its jobs.
 A refused URL or a broken image fails the whole delivery (FAILED, with the reason naming the URL),
 as an upload with one bad photo fails whole. Every step is idempotent: a retried or redelivered
 task finds the product already taken by itself and the jobs already there (same fingerprints).
@@ -32,6 +36,7 @@ from ..jobs.steps import Step
 from ..models import DeliveryStatus
 from ..naming import display_label
 from ..presets import get_target
+from ..publish.records import link_job
 from .deliveries import (
     release_delivery as release,
 )
@@ -80,6 +85,13 @@ def run_delivery(delivery_id: str, enqueue: Enqueue, settings: Settings | None =
     if not changed:
         return _settle(settings, delivery_id, DeliveryStatus.IGNORED,
                        f"no new or changed images ({len(event.images)} unchanged)")
+    published = _published(settings, platform_name, store.name, event, changed)
+    if published:  # the images Product Studio put there: no job from them (no loop)
+        _remember(settings, platform_name, store.name, event, {k: "published" for k in published})
+        changed = [img for img in changed if img.key not in published]
+        if not changed:
+            return _settle(settings, delivery_id, DeliveryStatus.IGNORED,
+                           f"only images Product Studio published ({len(published)}) are new")
 
     uploads, seen, processed = [], set(known.values()), {}
     for i, img in enumerate(changed):
@@ -131,6 +143,15 @@ def _remember(settings: Settings, platform: str, store: str, event: ProductEvent
             remember_images(s, platform, store, event.product_id, images)
 
 
+def _published(settings: Settings, platform: str, store: str, event: ProductEvent,
+               images: list[ImageRef]) -> set[str]:
+    """The keys of `images` that publishing put on the product (publish.recognise)."""
+    from ..publish.recognise import ours
+
+    with runtime.database(settings).session() as s:
+        return ours(s, platform, store, event.product_id, images)
+
+
 def _filename(img: ImageRef, final_url: str, index: int) -> str:
     """The image's file name from its URL, e.g. "blue-shirt.jpg": shown as the photo's name; ingest
     makes the output stem from it (naming.safe_stem) like any other door's file name."""
@@ -152,6 +173,9 @@ def _submit(uploads: list[Upload], event: ProductEvent, store: Store, platform: 
             continue
         submission = submit(uploads, targets=wanted, scene=scene, origin=f"webhook:{platform}",
                             store_name=store.name, callback_url=callback, settings=settings)
+        if event.product_id is not None:  # where its variants are published back to
+            with runtime.database(settings).session() as s:
+                link_job(s, submission.job.id, platform, store.name, event.product_id)
         if submission.steps:
             enqueue(list(submission.steps))
         job_ids.append(submission.job.id)

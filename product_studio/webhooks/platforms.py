@@ -41,6 +41,8 @@ class Claim:
 class ImageRef:
     key: str  # fingerprint of this version of the image: platform id, URL, modification time
     url: str
+    remote_id: str | None = None  # the platform's id of the image (publishing records the ones it made)
+    alt: str | None = None  # its alt text / description, where publishing puts its mark
 
 
 @dataclass(frozen=True)
@@ -200,12 +202,14 @@ class Shopify(Platform):
         images = []
         for img in p.get("images") or ():
             if isinstance(img, dict) and img.get("src"):
-                images.append(ImageRef(_key(img.get("id"), img["src"], img.get("updated_at")), str(img["src"])))
+                images.append(ImageRef(_key(img.get("id"), img["src"], img.get("updated_at")), str(img["src"]),
+                                       _text(img.get("id")), _text(img.get("alt"))))
         if not images:  # newer API versions list media instead
             for m in p.get("media") or ():
                 src = ((m.get("image") or m.get("preview_image") or {}).get("src") if isinstance(m, dict) else None)
                 if src and m.get("media_content_type", "IMAGE") == "IMAGE":
-                    images.append(ImageRef(_key(m.get("id"), src, m.get("updated_at")), str(src)))
+                    images.append(ImageRef(_key(m.get("id"), src, m.get("updated_at")), str(src),
+                                           _text(m.get("id")), _text(m.get("alt"))))
         taxonomy = p.get("category")  # newer API versions: the standard product taxonomy
         category = p.get("product_type") or (taxonomy.get("name") if isinstance(taxonomy, dict) else None)
         return ProductEvent(str(p["id"]), parse_time(p.get("updated_at")), _text(p.get("title")), _text(category),
@@ -231,7 +235,9 @@ class WooCommerce(Platform):
         p = _object(_json(body), "the product")
         if p.get("id") is None:
             raise PayloadError("the product has no id")
-        images = tuple(ImageRef(_key(img.get("id"), img["src"], img.get("date_modified_gmt")), str(img["src"]))
+        images = tuple(ImageRef(_key(img.get("id"), img["src"], img.get("date_modified_gmt")), str(img["src"]),
+                                _text(img.get("id")), " ".join(filter(None, (_text(img.get("alt")),
+                                                                              _text(img.get("name"))))) or None)
                        for img in p.get("images") or () if isinstance(img, dict) and img.get("src"))
         cats = [c.get("name") for c in p.get("categories") or () if isinstance(c, dict) and c.get("name")]
         updated = p.get("date_modified_gmt") or p.get("date_created_gmt")
@@ -279,7 +285,9 @@ class BigCommerce(Platform):
                           key=lambda i: (not i.get("is_thumbnail"), i.get("sort_order") or 0)):
             url = img.get("url_zoom") or img.get("url_standard")
             if url:
-                images.append(ImageRef(_key(img.get("id"), url, img.get("date_modified")), str(url)))
+                images.append(ImageRef(_key(img.get("id"), url, img.get("date_modified")), str(url),
+                                       _text(img.get("id")), " ".join(filter(None, (
+                                           _text(img.get("description")), _text(img.get("image_file"))))) or None))
         return ProductEvent(str(p.get("id", data["id"])), parse_time(p.get("date_modified")), _text(p.get("name")),
                             _text(p.get("type")), tuple(images))
 

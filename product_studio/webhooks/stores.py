@@ -12,8 +12,18 @@ name is "default"); more come from a TOML file named by PRODUCT_STUDIO_STORES_FI
     targets = ["amazon-main", "lifestyle"]
     scenes = ["marble"]                 # one job per scene; empty: each target's own
     callback_url = "https://acme.example.com/studio-done"
-    api_token = "..."                   # BigCommerce only: X-Auth-Token for the catalog API
-    api_url = "https://api.bigcommerce.com"
+    api_token = "..."                   # BigCommerce: X-Auth-Token for the catalog API;
+                                        # Shopify: the Admin API access token (publishing)
+    api_url = "https://api.bigcommerce.com"   # Shopify: default https://<source>
+    api_version = "2026-10"             # Shopify: the GraphQL Admin API version
+    consumer_key = "ck_..."             # WooCommerce: REST API key (Read/Write) for wc/v3
+    consumer_secret = "cs_..."
+    wp_user = "studio"                  # WooCommerce: a WordPress user and its application password,
+    wp_app_password = "abcd efgh ..."   # for uploads to the media library (wp/v2/media)
+    upload = "media"                    # WooCommerce: media (the library) or url (WooCommerce fetches
+                                        # the signed link: needs PRODUCT_STUDIO_PUBLIC_BASE_URL)
+    publish = "on-approve"              # off (default), on-approve, auto: write variants back
+    mode = "append"                     # append, or replace-main: the variant becomes the main image
 
 Secrets are SecretStr: they print as '**********' and are never logged.
 """
@@ -21,6 +31,7 @@ Secrets are SecretStr: they print as '**********' and are never logged.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import tomllib
 from dataclasses import dataclass
@@ -40,6 +51,9 @@ from ..config import Settings, get_settings
 from ..errors import BadInput
 
 Platform = Literal["shopify", "woocommerce", "bigcommerce", "generic"]
+PublishWhen = Literal["off", "on-approve", "auto"]
+PublishMode = Literal["append", "replace-main"]
+_VERSION = re.compile(r"\d{4}-\d{2}|unstable")
 PLATFORMS: tuple[str, ...] = ("shopify", "woocommerce", "bigcommerce", "generic")
 DEFAULT_NAME = "default"
 
@@ -56,6 +70,23 @@ class Store(BaseModel):
     callback_url: str | None = None
     api_url: str | None = None
     api_token: SecretStr | None = None
+    api_version: str | None = None  # Shopify's GraphQL Admin API version; None: settings.shopify_api_version
+    publish: PublishWhen = "off"
+    mode: PublishMode = "append"
+    # WooCommerce: the REST API's consumer key and secret (wc/ routes only), and a WordPress user's
+    # application password for the media library (wp/v2/media); `upload` says which way images go.
+    consumer_key: SecretStr | None = None
+    consumer_secret: SecretStr | None = None
+    wp_user: str | None = None
+    wp_app_password: SecretStr | None = None
+    upload: Literal["media", "url"] | None = None  # None: media when an application password is set, else url
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is not None and not _VERSION.fullmatch(value):
+            raise ValueError("an API version looks like 2026-10")
+        return value
 
     @field_validator("source")
     @classmethod
@@ -71,6 +102,14 @@ class Store(BaseModel):
 
     def secret_values(self) -> list[str]:
         return [s.get_secret_value() for s in self.secrets]
+
+    def credentials(self) -> list[str]:
+        """Every secret this store holds (webhook secrets, API credentials): what redact masks in
+        anything shown or recorded about it."""
+        found = self.secret_values()
+        found += [v.get_secret_value() for v in (self.api_token, self.consumer_key, self.consumer_secret,
+                                                 self.wp_app_password) if v is not None]
+        return [v for v in found if v]
 
     def serves(self, source: str | None) -> bool:
         """Whether a delivery claiming to come from `source` may be this store's."""
@@ -111,9 +150,17 @@ def _defaults(settings: Settings) -> list[Store]:
     for platform, secret in secrets.items():
         if secret is None or not _split_secrets(secret):
             continue
-        extra = {}
+        extra = {"publish": settings.publish, "mode": settings.publish_mode}
         if platform == "bigcommerce":
-            extra = {"api_url": settings.bigcommerce_api_url, "api_token": settings.bigcommerce_api_token}
+            extra |= {"api_url": settings.bigcommerce_api_url, "api_token": settings.bigcommerce_api_token,
+                      "source": settings.bigcommerce_store_hash}
+        if platform == "woocommerce":
+            extra |= {"source": settings.woocommerce_site, "consumer_key": settings.woocommerce_consumer_key,
+                      "consumer_secret": settings.woocommerce_consumer_secret, "wp_user": settings.woocommerce_wp_user,
+                      "wp_app_password": settings.woocommerce_wp_app_password, "upload": settings.woocommerce_upload}
+        if platform == "shopify":
+            extra |= {"source": settings.shopify_shop, "api_url": settings.shopify_api_url,
+                      "api_token": settings.shopify_access_token, "api_version": settings.shopify_api_version}
         out.append(Store(name=DEFAULT_NAME, platform=platform, secrets=_split_secrets(secret),
                          targets=tuple(settings.webhook_targets), scenes=tuple(settings.webhook_scenes),
                          callback_url=settings.webhook_callback_url, **extra))
