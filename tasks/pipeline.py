@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from celery.exceptions import SoftTimeLimitExceeded
 
 from product_studio.backoff import delay
-from product_studio.errors import ProductStudioError, TransientError, classify
+from product_studio.errors import TransientError, classify
 from product_studio.jobs import Step, units
 from product_studio.jobs.completion import deliver_callback
 from product_studio.jobs.recovery import is_permanent
@@ -55,7 +55,7 @@ def _run(task, unit: Callable[[str], list[Step]], item_id: str, fail: Callable[[
             exc = TransientError(f"timed out after {app.conf.task_soft_time_limit} s")
         if not is_permanent(exc) and task.request.retries < MAX_RETRIES:
             raise task.retry(exc=exc, countdown=delay(task.request.retries)) from None
-        steps = fail(str(exc) if isinstance(exc, ProductStudioError) else f"{type(exc).__name__}: {exc}")
+        steps = fail(str(classify(exc)))  # one line, ours or "TypeName: message"
     enqueue(steps)
 
 

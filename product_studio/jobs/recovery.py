@@ -25,7 +25,7 @@ from .. import runtime
 from ..config import Settings, get_settings
 from ..db import due_callbacks as _due_callbacks
 from ..db import take_back_expired
-from ..errors import ProductStudioError
+from ..errors import ProductStudioError, classify
 from ..models import Asset, StageStatus, Variant, utcnow
 from .steps import Step
 from .units import variant_step
@@ -116,5 +116,6 @@ def due_callbacks(older_than: float, settings: Settings | None = None) -> list[S
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """Errors a retry cannot fix (bad input, a missing model): record them as failed at once."""
-    return isinstance(exc, ProductStudioError) and not exc.retryable
+    """Errors a retry cannot fix (bad input, a missing model, input too deeply nested or not
+    decodable: errors.classify): record them as failed at once."""
+    return not classify(exc).retryable

@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import select
+
 from .. import content_types, runtime
 from ..config import Settings, get_settings
 from ..db import (
@@ -67,8 +69,8 @@ def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
             return []
         if asset.cutout_status == StageStatus.DONE and asset.cutout_key and blobs.exists(asset.cutout_key):
             return [Step("edges", asset_id)]
-        source_key, sha, name = asset.source_key, asset.sha256, asset.name
-        mask = masks.chosen(s, asset.job.store, sha)
+        source_key, sha, name, store = asset.source_key, asset.sha256, asset.name, asset.job.store
+        mask = masks.chosen(s, store, sha)
         mask_version, mask_key = (mask.version, mask.key) if mask is not None and mask.key != masks.MODELS else (None, None)
         update_stage(s, asset_id, "cutout", StageStatus.RUNNING)
     t0 = time.perf_counter()
@@ -84,6 +86,11 @@ def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
         blobs.put(qkey, json.dumps(quality.as_dict()).encode(), "application/json")
         blobs.put(key, encode_png(cut.rgba), content_types.PNG)  # last: its presence means both are stored
     with db.session() as s:
+        now = masks.chosen(s, store, sha)
+        if (now.key if now is not None and now.key != masks.MODELS else None) != mask_key:
+            # A mask was saved (or restored) while this ran, which reopened the asset and queued
+            # its own cut-out: that one records the photo's cut-out, not this stale one.
+            return []
         asset = update_stage(s, asset_id, "cutout", StageStatus.DONE, key=key, seconds=time.perf_counter() - t0)
         asset.cutout_confidence = quality.score
         asset.review_reason = quality.review_reason(settings.cutout_review_below)
@@ -109,8 +116,8 @@ def run_edges(asset_id: str, settings: Settings | None = None) -> list[Step]:
     db, blobs = runtime.database(settings), runtime.store(settings)
     with db.session() as s:
         asset = s.get(Asset, asset_id)
-        if asset is None:
-            return []
+        if asset is None or asset.cutout_status != StageStatus.DONE or not asset.cutout_key:
+            return []  # an old message after a mask was saved: the new cut-out chains its own steps
         job = asset.job
         cut, name = asset.cutout_key, asset.name
         pending = [(v.id, v.target, v.scene) for v in asset.variants if v.status not in STAGE_FINAL]
@@ -178,6 +185,10 @@ def run_variant(variant_id: str, settings: Settings | None = None) -> list[Step]
     settings = settings or get_settings()
     db = runtime.database(settings)
     with db.session() as s:
+        cut = s.scalar(select(Asset.cutout_key).join(Variant).where(
+            Variant.id == variant_id, Asset.cutout_status == StageStatus.DONE))
+        if not cut:  # an old message after a mask was saved: the new cut-out chains to this variant
+            return []
         variant = claim_variant(s, variant_id, lease=settings.requeue_after)
         if variant is None:
             return []  # settled by an earlier delivery, or being rendered under another's live lease
