@@ -545,6 +545,80 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id or its 
     _c.out.print(f"revoked {key_id}")
 
 
+deliveries_app = typer.Typer(help="Webhook deliveries, the jobs they made and their callbacks; retry a failed one.",
+                             no_args_is_help=False, invoke_without_command=True)
+app.add_typer(deliveries_app, name="deliveries")
+
+
+@deliveries_app.callback()
+def deliveries_list(ctx: typer.Context, as_json: _JSON = False,
+                    status: Annotated[str | None, typer.Option("--status", help="only these, e.g. failed")] = None,
+                    limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="how many, newest first")] = 50,
+                    offset: Annotated[int, typer.Option("--offset", min=0, help="skip the newest N")] = 0) -> None:
+    """List webhook deliveries, newest first: each delivery (id, status, store, platform, topic,
+    received time, reason), the jobs it made and their completion callback attempts, and how to
+    retry what failed. Ids are printed whole, never cut to the terminal's width. --json prints what
+    GET /api/v1/deliveries answers."""
+    if ctx.invoked_subcommand:
+        return
+    import json
+
+    from . import runtime
+    from .webhooks.deliveries import list_deliveries
+
+    try:
+        with runtime.database().session() as s:
+            docs = list_deliveries(s, status=status, limit=limit, offset=offset)
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        sys.stdout.write(json.dumps(docs, indent=2) + "\n")
+        return
+    which = f" with status {status}" if status else ""
+    if not docs:
+        _c.out.print(f"no webhook deliveries{which}{' this far back' if offset else ''}", highlight=False)
+        return
+
+    def when(iso: str) -> str:
+        return iso.replace("T", " ").replace("+00:00", " UTC")
+
+    lines = [f"{len(docs)} webhook {'delivery' if len(docs) == 1 else 'deliveries'}{which}, newest first"]
+    for d in docs:  # one block each: nested rows do not fit a table's columns at 80 columns
+        lines += ["", f"[bold]delivery {d['id']}[/bold] · {d['status']} · {escape(d['store'] or 'no store')} "
+                      f"({d['platform']}) · {escape(d['topic'] or 'no topic')} · received {when(d['received_at'])}"]
+        if d["reason"]:
+            lines.append(f"  {escape(d['reason'])}")
+        for j in d["jobs"]:
+            callback = "" if j["callback"] == "none" else f" · callback {j['callback']} to {escape(j['callback_url'])}"
+            lines.append(f"  job {j['id']}: {j['status']}{callback}")
+            for a in j["callbacks"]:
+                outcome = f"ok, HTTP {a['status_code']}" if a["ok"] else "failed" + "".join(
+                    f": {x}" for x in (f"HTTP {a['status_code']}" if a["status_code"] else "", a["error"] or "") if x)
+                lines.append(f"    callback attempt {a['attempt']}, {when(a['at'])}: {escape(outcome)}")
+        if d["retryable"]:
+            lines.append(f"  retry: product-studio deliveries retry {d['id']}  ({escape(d['retry'])})")
+    for line in lines:
+        _c.out.print(line, soft_wrap=True, highlight=False)
+
+
+@deliveries_app.command("retry")
+def deliveries_retry(delivery_id: Annotated[str, typer.Argument(help="the delivery's id, as `deliveries` shows it")],
+                     ) -> None:
+    """Retry a failed delivery (its intake runs again on the workers) or its jobs' failed
+    completion callbacks; says why not (exit 2) for one that cannot be retried."""
+    try:
+        from tasks.intake import retry
+
+        retried = retry(delivery_id)
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    if retried.intake:
+        _c.out.print(f"delivery {delivery_id}: its intake runs again on the workers")
+    else:
+        _c.out.print(f"delivery {delivery_id}: the callbacks of {len(retried.jobs)} job(s) are sent again: "
+                     f"{', '.join(retried.jobs)}", soft_wrap=True)
+
+
 @app.command()
 def publish(job_id: Annotated[str, typer.Argument(help="the job whose variants go back to its store product")],
             approved_only: Annotated[bool, typer.Option("--approved-only", help="only the approved variants")] = False,

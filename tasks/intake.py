@@ -13,10 +13,12 @@ import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from product_studio import runtime
 from product_studio.backoff import delay
 from product_studio.config import get_settings
 from product_studio.errors import TransientError, classify
 from product_studio.webhooks import intake
+from product_studio.webhooks.deliveries import Retried, retry_delivery
 
 from .celery_app import app
 from .pipeline import enqueue
@@ -58,6 +60,22 @@ def delivery(self, delivery_id: str) -> str:
             reason = f"gave up after {self.request.retries + 1} attempts: {reason}"
         intake.fail_delivery(delivery_id, reason)
         return "failed"
+
+
+def retry(delivery_id: str) -> Retried:
+    """Retry what failed of a delivery (webhooks.deliveries.retry_delivery, committed), then set it
+    going: its intake task again, or its jobs' callback steps. A publish that fails is logged and
+    loses nothing: the delivery is `accepted` again (or the callbacks owed), so the workers' sweeper
+    sends it after `requeue_after` seconds. Raises NoSuchDelivery (404) and Conflict (409, why not)."""
+    with runtime.database().session() as s:
+        retried = retry_delivery(s, delivery_id)
+    try:
+        if retried.intake:
+            enqueue_deliveries([delivery_id])
+        enqueue(retried.steps)
+    except Exception:
+        log.exception("delivery %s: the retry is recorded but could not be enqueued; the sweeper will", delivery_id)
+    return retried
 
 
 def sweep_deliveries(older_than: float) -> int:

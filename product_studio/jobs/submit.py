@@ -44,14 +44,19 @@ class Submission:
 
 def submit(uploads: list[Upload], *, targets: list[str], scene: str | None = None, seed: int = 0,
            origin: str = "api", store_name: str | None = None, callback_url: str | None = None,
-           settings: Settings | None = None) -> Submission:
+           check_callback: bool = True, settings: Settings | None = None) -> Submission:
     """Validate and record a job and store its sources; its steps are each photo's cut-out.
 
+    `check_callback`: refuse a callback URL whose address is refused or does not resolve, before
+    anything is written (the pages and API: the caller typed it and can fix it). Webhook intake
+    passes False: the callback is the store's setting, so an address that cannot be reached fails
+    only the callback when it is sent (jobs.completion logs the failed attempt), never the work.
+
     Raises UnknownName (target, scene), BadInput (a photo that does not decode, a callback to a
-    refused address) before anything is written."""
+    refused address when `check_callback`) before anything is written."""
     settings = settings or get_settings()
     plan_photo(targets, scene, settings)  # unknown targets and scenes fail here
-    if callback_url:
+    if callback_url and check_callback:
         from ..fetch import check_url
 
         check_url(callback_url, settings)

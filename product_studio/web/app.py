@@ -105,6 +105,8 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
         return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
 
     from .api import router as api_router
+    from .deliveries import api_router as deliveries_api_router
+    from .deliveries import router as deliveries_router
     from .pages import router as pages_router
     from .publishing import router as publishing_router
     from .touchup import router as touchup_router
@@ -114,6 +116,8 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(pages_router)
     app.include_router(touchup_router)
+    app.include_router(deliveries_router)
+    app.include_router(deliveries_api_router)
     app.include_router(publishing_router)
 
     @app.get("/healthz", tags=["health"])

@@ -134,3 +134,47 @@ class MaskOut(BaseModel):
 
 class Error(BaseModel):
     error: str
+
+
+DeliveryStatusName = Literal["accepted", "duplicate", "rejected", "stale", "processed", "failed", "ignored"]
+
+
+class CallbackAttemptOut(BaseModel):
+    url: str = Field(description="where it was POSTed (credentials masked)")
+    attempt: int = Field(description="1, 2, ... within one run of retries")
+    at: str = Field(description="when it was tried (ISO 8601, UTC)")
+    status_code: int | None = Field(description="the receiver's HTTP status; null when none came")
+    error: str | None = Field(description="why it failed: the address refused or not found, a timeout...")
+    ok: bool = Field(description="true: a 2xx answer")
+
+
+class DeliveryJobOut(BaseModel):
+    id: str = Field(description="the job (GET /api/v1/jobs/{id})")
+    status: str = Field(description="queued, running, done, partial or failed")
+    callback_url: str | None = Field(description="where its completion callback goes (credentials masked)")
+    callback: str = Field(description="none (no callback_url), waiting (job not finished), sending (an attempt or "
+                                      "retry is under way or due), delivered, failed (retry the delivery to send it "
+                                      "again) or not sent")
+    callbacks: list[CallbackAttemptOut] = Field(description="every attempt, oldest first")
+
+
+class DeliveryOut(BaseModel):
+    id: str = Field(description="the delivery as Product Studio recorded it")
+    received_at: str = Field(description="ISO 8601, UTC")
+    platform: str = Field(description="shopify, woocommerce, bigcommerce or generic")
+    store: str | None = Field(description="the store it was verified for; null when the signature matched none")
+    topic: str | None
+    platform_id: str | None = Field(description="the id the platform gave the delivery (its retries repeat it)")
+    status: DeliveryStatusName = Field(description="accepted (being processed), processed, failed, ignored, stale, "
+                                                   "duplicate or rejected (bad signature or body)")
+    reason: str | None = Field(description="why it has that status")
+    retryable: bool = Field(description="POST /api/v1/deliveries/{id}/retry would do something")
+    retry: str = Field(description="what a retry does, or why it cannot be retried")
+    jobs: list[DeliveryJobOut] = Field(description="the jobs it made, one per scene")
+
+
+class DeliveryRetried(BaseModel):
+    retrying: Literal["intake", "callbacks"] = Field(description="intake: the delivery runs again (it was failed); "
+                                                                 "callbacks: its jobs' failed callbacks are sent again")
+    jobs: list[str] = Field(description="the jobs whose callbacks are sent again")
+    delivery: DeliveryOut = Field(description="the delivery now")

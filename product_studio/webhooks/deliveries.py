@@ -3,6 +3,8 @@
 Like db.py, every function takes a session and leaves committing to the caller, duplicates are
 refused by unique constraints (never by a read alone), and once-only changes are conditional
 UPDATEs. The door records whole batches of deliveries in one transaction (`record_deliveries`).
+What the Deliveries page, the API and the CLI show, and their retries, are at the end
+(`list_deliveries`, `retry_delivery`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert, null, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from ..models import Delivery, DeliveryStatus, ProductState, new_id, utcnow
+from ..errors import BadInput, Conflict
+from ..jobs.steps import Step
+from ..models import JOB_FINAL, Delivery, DeliveryStatus, Job, ProductState, new_id, utcnow
+from ..redact import redact, redact_url
 
 FINAL = (DeliveryStatus.PROCESSED, DeliveryStatus.FAILED, DeliveryStatus.STALE, DeliveryStatus.DUPLICATE,
          DeliveryStatus.REJECTED, DeliveryStatus.IGNORED)
@@ -180,3 +185,163 @@ def remember_images(session: Session, platform: str, store: str, product_id: str
     state = _state(session, platform, store, product_id)
     if state is not None and images:
         state.images.update(images)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is shown (the Deliveries page, GET /api/v1/deliveries, `product-studio deliveries`) and
+# what can be retried from there
+
+
+STATUSES = tuple(str(s) for s in DeliveryStatus)
+
+
+class NoSuchDelivery(BadInput):
+    """No delivery has that id (HTTP 404; exit code 2)."""
+
+    http_status = 404
+
+
+def callback_state(job: Job) -> str:
+    """Where a job's completion callback stands: "none" (no callback_url), "waiting" (the job is
+    not finished), "sending" (owed: an attempt or a retry is under way or due), "delivered" (the
+    last attempt got a 2xx), "failed" (the last attempt failed and no more are coming: it can be
+    retried), or "not sent" (settled without an attempt)."""
+    if not job.callback_url:
+        return "none"
+    if job.status not in JOB_FINAL:
+        return "waiting"
+    if job.callback_due_at is not None:
+        return "sending"
+    if not job.callbacks:
+        return "not sent"
+    return "delivered" if job.callbacks[-1].ok else "failed"
+
+
+def _job_ids(delivery: Delivery) -> list[str]:
+    return list(delivery.job_ids or ([delivery.job_id] if delivery.job_id else []))
+
+
+def _why_not(delivery: Delivery, failed_callbacks: list[str]) -> str | None:
+    """Why nothing of the delivery can be retried, or None when something can."""
+    d = delivery
+    if d.status == DeliveryStatus.FAILED and d.payload is not None:
+        return None
+    if failed_callbacks:
+        return None
+    if d.status == DeliveryStatus.REJECTED:
+        return (f"delivery {d.id} was rejected ({redact(d.reason or 'no reason recorded')}): it was never verified, so "
+                "there is nothing to run again; a genuine delivery the platform sends again is recorded anew")
+    if d.status == DeliveryStatus.DUPLICATE:
+        return f"delivery {d.id} is a {d.reason or 'duplicate'}: retry that one"
+    if d.status == DeliveryStatus.ACCEPTED:
+        return f"delivery {d.id} is still being processed"
+    if d.status == DeliveryStatus.FAILED:
+        return (f"delivery {d.id} failed, but its payload was not kept, so it cannot be run again; have the "
+                "platform send the product again (save it in the store)")
+    return f"nothing of delivery {d.id} failed: it was {d.status} and no completion callback of its jobs failed"
+
+
+def _document(delivery: Delivery, jobs: list[Job]) -> dict[str, Any]:
+    failed = [j.id for j in jobs if callback_state(j) == "failed"]
+    why_not = _why_not(delivery, failed)
+    if why_not is None:
+        retry = ("run its intake again" if delivery.status == DeliveryStatus.FAILED
+                 else f"send the failed completion callback of {len(failed)} job(s) again")
+    else:
+        retry = why_not
+    return {
+        "id": delivery.id, "received_at": delivery.received_at.isoformat(timespec="seconds"),
+        "platform": delivery.platform, "store": delivery.store, "topic": delivery.topic,
+        "platform_id": delivery.claimed_id, "status": delivery.status,
+        "reason": redact(delivery.reason) if delivery.reason else None,
+        "retryable": why_not is None, "retry": retry,
+        "jobs": [_job_document(j) for j in jobs],
+    }
+
+
+def _job_document(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "status": job.status, "callback": callback_state(job),
+            "callback_url": redact_url(job.callback_url) if job.callback_url else None,
+            "callbacks": [{"url": redact_url(a.url), "attempt": a.attempt, "at": a.at.isoformat(timespec="seconds"),
+                           "status_code": a.status_code, "error": redact(a.error) if a.error else None, "ok": a.ok}
+                          for a in job.callbacks]}
+
+
+def list_deliveries(session: Session, *, status: str | None = None, limit: int = 50,
+                    offset: int = 0) -> list[dict[str, Any]]:
+    """Deliveries, newest first (received time, then id): `limit` of them from `offset`, only those
+    with `status` when given. Each is a JSON-ready document: id, received_at (ISO 8601, UTC),
+    platform, store, topic, platform_id (the id the platform gave it), status, reason, retryable
+    and retry (what a retry would do, or why it cannot be retried), and jobs: each job it made with
+    its status, callback_url, callback (callback_state) and callbacks (every attempt: url, attempt,
+    at, status_code, error, ok). URLs and errors have credentials masked. Raises BadInput for an
+    unknown status."""
+    if status is not None and status not in STATUSES:
+        raise BadInput(f"unknown delivery status {status!r}; choose one of: {', '.join(STATUSES)}")
+    query = select(Delivery).order_by(Delivery.received_at.desc(), Delivery.id.desc())
+    if status is not None:
+        query = query.where(Delivery.status == status)
+    rows = list(session.scalars(query.limit(limit).offset(offset)))
+    wanted = {j for d in rows for j in _job_ids(d)}
+    jobs = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(wanted))
+                                             .options(selectinload(Job.callbacks)))} if wanted else {}
+    return [_document(d, [jobs[j] for j in _job_ids(d) if j in jobs]) for d in rows]
+
+
+def delivery_document(session: Session, delivery_id: str) -> dict[str, Any]:
+    """One delivery's document, as `list_deliveries` makes them. Raises NoSuchDelivery."""
+    delivery = session.get(Delivery, delivery_id, populate_existing=True)
+    if delivery is None:
+        raise NoSuchDelivery(f"no delivery {delivery_id}")
+    ids = _job_ids(delivery)
+    jobs = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(ids))
+                                             .execution_options(populate_existing=True))} if ids else {}
+    return _document(delivery, [jobs[j] for j in ids if j in jobs])
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What a retry set going. The door enqueues it after the commit: `intake`, the delivery's
+    intake task again; `steps`, the callback steps of `jobs`, whose failed callbacks are owed again."""
+
+    delivery_id: str
+    intake: bool
+    jobs: list[str]
+    steps: list[Step]
+
+
+def retry_delivery(session: Session, delivery_id: str) -> Retried:
+    """Retry what failed of a delivery. A FAILED delivery whose verified payload is kept goes back
+    to ACCEPTED, to be run by its intake again (it keeps the product it took, so unless a newer
+    update was taken meanwhile it makes its jobs now); otherwise the failed completion callbacks
+    of its jobs are owed again (Job.callback_due_at, so the sweeper sends them if the message is
+    lost). Both are conditional UPDATEs: two retries at once set it going once (the other gets 409).
+
+    Raises NoSuchDelivery (404), Conflict (409, with the reason: a rejected or duplicate delivery,
+    one still being processed, one whose payload was not kept, one where nothing failed)."""
+    document = delivery_document(session, delivery_id)
+    delivery = session.get_one(Delivery, delivery_id)
+    if not document["retryable"]:
+        raise Conflict(document["retry"])
+    now = utcnow()
+    if delivery.status == DeliveryStatus.FAILED:
+        changed = session.execute(
+            update(Delivery).where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.FAILED,
+                                   Delivery.payload.is_not(None))
+            .values(status=DeliveryStatus.ACCEPTED, started_at=None, updated_at=now,
+                    reason=f"retried; it had failed: {delivery.reason or 'no reason recorded'}"[:2000])
+            .execution_options(synchronize_session=False))
+        if changed.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict(f"delivery {delivery_id} changed meanwhile (another retry?): reload and look again")
+        return Retried(delivery_id, True, [], [])
+    owed = []
+    for job in (j["id"] for j in document["jobs"] if j["callback"] == "failed"):
+        changed = session.execute(
+            update(Job).where(Job.id == job, Job.callback_due_at.is_(None), Job.status.in_(JOB_FINAL),
+                              Job.callback_url.is_not(None))
+            .values(callback_due_at=now).execution_options(synchronize_session=False))
+        if changed.rowcount == 1:  # type: ignore[attr-defined]
+            owed.append(job)
+    if not owed:
+        raise Conflict(f"the callbacks of delivery {delivery_id} are being sent already (another retry?)")
+    return Retried(delivery_id, False, owed, [Step("callback", job_id) for job_id in owed])

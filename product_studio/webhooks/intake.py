@@ -171,8 +171,11 @@ def _submit(uploads: list[Upload], event: ProductEvent, store: Store, platform: 
         wanted = targets if i == 0 else [t for t in targets if not get_target(t).pure_white]
         if not wanted:
             continue
+        # The callback is the store's setting: an address that cannot be reached fails only the
+        # callback when it is sent (a failed attempt, on the Deliveries page), never the job.
         submission = submit(uploads, targets=wanted, scene=scene, origin=f"webhook:{platform}",
-                            store_name=store.name, callback_url=callback, settings=settings)
+                            store_name=store.name, callback_url=callback, check_callback=False,
+                            settings=settings)
         if event.product_id is not None:  # where its variants are published back to
             with runtime.database(settings).session() as s:
                 link_job(s, submission.job.id, platform, store.name, event.product_id)
