@@ -649,6 +649,30 @@ def publish(job_id: Annotated[str, typer.Argument(help="the job whose variants g
              whole=("publication", "status"))
 
 
+@app.command()
+def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="remove nothing; say what would go")] = False,
+       as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Remove what retention says: old jobs, rejected deliveries and product states (each by its
+    PRODUCT_STUDIO_RETAIN_* setting), then blobs and previews nothing refers to any more, once
+    older than PRODUCT_STUDIO_GC_GRACE. Workers run it every PRODUCT_STUDIO_GC_INTERVAL too."""
+    import json
+
+    from .jobs.retention import collect
+
+    try:
+        done = collect(dry_run=dry_run)
+    except ProductStudioError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _c.out.print_json(json.dumps(done.as_dict()))
+        return
+    verb = "would remove" if dry_run else "removed"
+    _c.out.print(f"{verb}: {done.jobs} job(s), {done.rejected_deliveries} rejected or duplicate deliveries, "
+                 f"{done.product_states} product state(s), {done.blobs} blob(s) ({done.blob_bytes} bytes), "
+                 f"{done.previews} preview(s) ({done.preview_bytes} bytes); kept {done.kept_young} unreferenced "
+                 f"blob(s) younger than the grace period", soft_wrap=True, highlight=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     requeue_after: float = Field(900, gt=0, description="seconds untouched before unfinished work is re-enqueued")
     sweep_interval: float = Field(30, gt=0, description="seconds between a worker's checks for lost work")
 
+    # Retention (`product-studio gc`, and every worker every gc_interval): off, or generous, by default
+    gc_interval: float = Field(86400, ge=0, description="seconds between a worker's garbage collections; 0: never")
+    gc_grace: float = Field(3600, ge=0, description="seconds a blob is kept whatever refers to it: one written by a "
+                                                    "worker whose row is not committed yet must not go")
+    retain_jobs_days: float | None = Field(None, gt=0, description="finished jobs older than this many days are "
+                                                                   "removed (rows, then their blobs); unset: kept")
+    retain_rejected_deliveries_days: float | None = Field(30, gt=0, description="rejected and duplicate webhook "
+                                                                                 "deliveries older than this go")
+    retain_product_states_days: float | None = Field(None, gt=0, description="product states untouched this "
+                                                                             "many days go; unset: kept")
+    retain_previews_days: float | None = Field(None, gt=0, description="previews older than this go (made again "
+                                                                       "when shown); unset: kept while their blob is")
+
     # Models
     model_dir: Path = Field(default_factory=_default_model_dir, description="where rembg models live (U2NET_HOME)")
     cutout_model: str = Field("u2netp+u2net", description="a rembg model (u2net, isnet-general-use...) or several "
@@ -100,6 +113,8 @@ class Settings(BaseSettings):
                                                              "every web process: a `limits` storage URI (redis://, "
                                                              "memcached://, memory://); default the broker's Redis "
                                                              "when the broker is Redis, else memory:// (one process)")
+    webhook_rejected_rate_limit: str = Field("60/minute", description="rejected webhook requests recorded per "
+                                                                      "client address; more get 429, unrecorded")
     regenerate_limit_per_variant: str = Field("20/hour", description="regenerations of one photo's variant for one "
                                                                      "target in a moving window; more get 429")
     regenerate_limit_per_job: str = Field("200/hour", description="regenerations within one job in a moving window; "

@@ -106,6 +106,18 @@ def _loop(interval: float, older_than: float) -> None:
         sweep_once(older_than)
 
 
+def _gc_loop(interval: float) -> None:
+    """Garbage collection (product_studio/jobs/retention.py) every `interval` seconds, in its own
+    thread: listing a large store must not hold up the sweeps above."""
+    from product_studio.jobs.retention import collect
+
+    while not _stop.wait(interval):
+        try:
+            collect()
+        except Exception:  # the store or database may be away: the next round tries again
+            log.exception("garbage collection failed")
+
+
 @worker_ready.connect
 def _start(**_) -> None:
     settings = get_settings()
@@ -116,6 +128,8 @@ def _start(**_) -> None:
     _stop.clear()
     threading.Thread(target=_loop, args=(settings.sweep_interval, settings.requeue_after), daemon=True,
                      name="product-studio-sweeper").start()
+    if settings.gc_interval > 0:
+        threading.Thread(target=_gc_loop, args=(settings.gc_interval,), daemon=True, name="product-studio-gc").start()
 
 
 @worker_shutting_down.connect

@@ -190,6 +190,19 @@ def test_keys_with_string_prefix(store):
     assert list(store.keys("zzz/")) == []
 
 
+def test_listing_gives_sizes_and_modification_times(store):
+    before = time.time() - 5  # S3 times are whole seconds; clocks may differ a little
+    store.put("l/a.png", b"12345")
+    store.put("l/b/c.png", b"")
+    store.put("lx", b"1")
+    found = {i.key: i for i in store.listing("l/")}
+    assert sorted(found) == ["l/a.png", "l/b/c.png"]
+    assert (found["l/a.png"].size, found["l/b/c.png"].size) == (5, 0)
+    assert all(before <= i.modified <= time.time() + 5 for i in found.values())
+    assert sorted(i.key for i in store.listing("l")) == ["l/a.png", "l/b/c.png", "lx"]
+    assert list(store.listing("zzz/")) == []
+
+
 @pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
 def test_bad_keys_are_rejected(store, key):
     for call in (lambda: store.put(key, b"x"), lambda: store.get(key), lambda: store.exists(key),

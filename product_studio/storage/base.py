@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 MAX_URL_EXPIRES = 7 * 24 * 3600  # S3 SigV4 presigned URLs cannot live longer; local URLs keep parity
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One stored object as a listing shows it: its key, size in bytes and when it was last
+    written (unix seconds; a put of the same key again makes it newer)."""
+
+    key: str
+    size: int
+    modified: float
 
 
 class NotFound(KeyError):
@@ -45,6 +56,9 @@ class BlobStore(Protocol):
 
         The order is unspecified: SeaweedFS, unlike AWS, does not list in key order.
         """
+
+    def listing(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Like keys(), with each object's size and modification time (what retention needs)."""
 
 
 def check_expires(expires: int) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from product_studio.content_keys import check_key, check_prefix
 from product_studio.errors import TransientError
 from product_studio.files import atomic_write_bytes
-from product_studio.storage.base import NotFound, check_expires
+from product_studio.storage.base import BlobInfo, NotFound, check_expires
 
 
 def sign(secret: str, key: str, expires: int) -> str:
@@ -97,6 +97,21 @@ class LocalStore:
         # Walk only the deepest folder the prefix names, then filter by the full string prefix.
         folder = prefix.rpartition("/")[0]
         return (k for k in self._walk(self.root / folder, folder) if k.startswith(prefix))
+
+    def listing(self, prefix: str = "") -> Iterator[BlobInfo]:
+        check_prefix(prefix)
+        folder = prefix.rpartition("/")[0]
+        return (info for info in self._walk_info(self.root / folder, folder) if info.key.startswith(prefix))
+
+    def _walk_info(self, path: Path, rel: str) -> Iterator[BlobInfo]:
+        for key in self._walk(path, rel):
+            try:
+                st = (self.root / key).stat()
+            except FileNotFoundError:
+                continue  # deleted since it was listed
+            except OSError as e:
+                raise TransientError(f"cannot stat {key}: {e.strerror or e}") from e
+            yield BlobInfo(key, st.st_size, st.st_mtime)
 
     def _walk(self, path: Path, rel: str) -> Iterator[str]:
         try:

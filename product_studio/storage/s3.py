@@ -14,7 +14,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from product_studio.content_keys import check_key, check_prefix
 from product_studio.errors import ProductStudioError, TransientError
-from product_studio.storage.base import NotFound, check_expires
+from product_studio.storage.base import BlobInfo, NotFound, check_expires
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _RETRYABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
@@ -159,3 +159,15 @@ class S3Store:
             for page in pages:
                 for obj in page.get("Contents", ()):
                     yield obj["Key"][len(self.prefix):]
+
+    def listing(self, prefix: str = "") -> Iterator[BlobInfo]:
+        check_prefix(prefix)
+        return self._list_info(self.prefix + prefix)
+
+    def _list_info(self, full_prefix: str) -> Iterator[BlobInfo]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full_prefix)
+        with _errors(f"list {self.bucket}/{full_prefix}"):
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    yield BlobInfo(obj["Key"][len(self.prefix):], int(obj.get("Size", 0)),
+                                   obj["LastModified"].timestamp())

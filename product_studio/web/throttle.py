@@ -68,6 +68,7 @@ class Throttle:
         self.login_client = Counter("login-client", parse(settings.login_client_rate_limit), limiter)
         self.regenerate_variant = Counter("regenerate-variant", parse(settings.regenerate_limit_per_variant), limiter)
         self.regenerate_job = Counter("regenerate-job", parse(settings.regenerate_limit_per_job), limiter)
+        self.webhook_rejected = Counter("webhook-rejected", parse(settings.webhook_rejected_rate_limit), limiter)
 
 
 _throttle: Throttle | None = None

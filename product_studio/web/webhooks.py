@@ -39,6 +39,7 @@ from ..webhooks.platforms import (
 )
 from ..webhooks.recorder import recorder
 from ..webhooks.stores import stores
+from .throttle import throttle
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -144,6 +145,14 @@ async def receive(platform: Platform, request: Request) -> JSONResponse:
         except BadInput as exc:  # our configuration (the stores file) is broken: the platform retries later
             log.error("cannot judge a %s webhook: %s", platform.name, exc)
             return JSONResponse({"error": "the webhook configuration is broken; retry later"}, status_code=503)
+    if item.status == DeliveryStatus.REJECTED and request.client is not None:
+        # Rejections are recorded at most WEBHOOK_REJECTED_RATE_LIMIT per client address: a flood
+        # of forgeries gets 429 and leaves no rows (accepted, duplicate and ignored ones are never counted).
+        counter = throttle().webhook_rejected
+        if not counter.hit(request.client.host):
+            wait = counter.blocked_for(request.client.host) or 1
+            return JSONResponse({"error": f"too many rejected requests from this address: try again in {wait} s"},
+                                status_code=429, headers={"Retry-After": str(wait)})
     try:
         recorded = await recorder(get_settings(), publish).record(item)
     except Exception:
