@@ -221,3 +221,26 @@ def test_the_status_page_shows_its_frame_before_the_checks(monkeypatch, tmp_path
     assert "<h1>Status</h1>" in chunks[0] and "cutout model" not in chunks[0]  # the frame first, alone
     page = "".join(chunks)
     assert page.count("<tr>") >= 10 and "workers" in page and page.rstrip().endswith("</html>")
+
+
+def test_the_api_shows_what_the_pages_show(monkeypatch, tmp_path, coffee_rgb, photo_bytes):
+    from fastapi.testclient import TestClient
+
+    from tests.web_helpers import fresh_app, run_job
+
+    app, key = fresh_app(monkeypatch, tmp_path)
+    client = TestClient(app, base_url="https://testserver")
+    auth = {"Authorization": f"Bearer {key}"}
+    r = client.post("/api/v1/jobs", headers=auth, data={"targets": ["ebay", "etsy"], "title": "Espresso cup",
+                                                        "category": "Kitchen"},
+                    files=[("files", ("coffee.jpg", photo_bytes(coffee_rgb), "image/jpeg"))])
+    job_id = r.json()["id"]
+    doc = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
+    assert doc["progress"] == {"pending": 2, "running": 0, "done": 0, "failed": 0, "total": 2}
+    run_job(job_id)
+    doc = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
+    asset = doc["assets"][0]
+    assert (asset["title"], asset["category"], asset["filename"]) == ("Espresso cup", "Kitchen", "coffee.jpg")
+    assert (asset["width"], asset["height"]) == (600, 400)
+    assert doc["progress"]["done"] == 2 and doc["approved"] == 0 and doc["origin"] == "api"
+    assert doc["params"] == {"targets": ["ebay", "etsy"], "scene": None, "seed": 0}

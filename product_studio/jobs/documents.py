@@ -7,7 +7,7 @@ from sqlalchemy.orm import object_session
 
 from .. import runtime
 from ..config import Settings
-from ..models import Job, Publication, Variant
+from ..models import Job, Publication, StageStatus, Variant
 
 
 def publication_document(p: Publication) -> dict:
@@ -44,10 +44,16 @@ def job_document(job: Job, settings: Settings) -> dict:
     """A job with its photos and their variants, each with its publications (the API's JobOut
     schema; also the completion callback's body)."""
     publications = _publications(object_session(job), Publication.job_id == job.id)
+    variants = [v for a in job.assets for v in a.variants]
+    progress = {s.value: sum(v.status == s for v in variants) for s in StageStatus} | {"total": len(variants)}
     return {
-        "id": job.id, "status": job.status, "store": job.store, "error": job.error,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "assets": [{"id": a.id, "name": a.name, "sha256": a.sha256, "confidence": a.cutout_confidence,
+        "id": job.id, "status": job.status, "origin": job.origin, "store": job.store, "error": job.error,
+        "created_at": job.created_at.isoformat(), "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "params": {"targets": job.params.get("targets", []), "scene": job.params.get("scene") or None,
+                   "seed": job.params.get("seed", 0)},
+        "progress": progress, "approved": sum(bool(v.approved) for v in variants),
+        "assets": [{"id": a.id, "name": a.name, "filename": a.filename, "title": a.title, "category": a.category,
+                    "width": a.width, "height": a.height, "sha256": a.sha256, "confidence": a.cutout_confidence,
                     "needs_review": None if a.cutout_confidence is None else a.review_reason is not None, "review_reason": a.review_reason,
                     "mask_version": a.mask_version,
                     "variants": [variant_document(v, settings, publications) for v in a.variants]}

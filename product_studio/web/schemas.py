@@ -50,8 +50,13 @@ class VariantOut(BaseModel):
 
 class AssetOut(BaseModel):
     id: str
-    name: str
-    sha256: str
+    name: str = Field(description="the output file stem made from the photo's filename")
+    filename: str | None = Field(None, description="as uploaded (display only)")
+    title: str | None = Field(None, description="the product's title, as given")
+    category: str | None = Field(None, description="the product's category, as given")
+    width: int | None = Field(None, description="px, upright")
+    height: int | None = Field(None, description="px, upright")
+    sha256: str = Field(description="of the photo's bytes")
     confidence: float | None = Field(None, description="0-1: the cut-out's calibrated chance of overlapping the "
                                                         "product by >= 80% (IoU); null until cut out")
     needs_review: bool | None = Field(None, description="the cut-out's confidence is below the review threshold: "
@@ -62,12 +67,24 @@ class AssetOut(BaseModel):
     variants: list[VariantOut]
 
 
+class JobParams(BaseModel):
+    targets: list[str]
+    scene: str | None = Field(None, description="null: each target's default scene")
+    seed: int = 0
+
+
 class JobOut(BaseModel):
     id: str
     status: str = Field(description="queued, running, done, partial or failed")
+    origin: str | None = Field(None, description="api, upload, batch or webhook:<platform>")
     store: str | None
     error: str | None
+    created_at: str | None = None
     finished_at: str | None
+    params: JobParams | None = None
+    progress: dict[str, int] = Field(default_factory=dict, description="variants per status, and the total "
+                                                                       "(what the job page's bar shows)")
+    approved: int = Field(0, description="approved variants (what the job page's zip holds)")
     assets: list[AssetOut]
 
 
