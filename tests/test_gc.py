@@ -9,6 +9,7 @@ import io
 import os
 import threading
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from product_studio.models import (
     Variant,
 )
 from product_studio.pipeline.plan import quality_key
+from tests.test_db import postgres_admin  # noqa: F401 (a fixture)
 from tests.web_helpers import fresh_app, run_job
 
 LATER = 2 * 3600  # seconds: past the default grace period, so every blob written now is old enough
@@ -72,11 +74,32 @@ def references() -> dict[str, str]:
     return refs
 
 
-@pytest.fixture
-def studio(monkeypatch, tmp_path):
-    app, key = fresh_app(monkeypatch, tmp_path)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
+def studio(request, monkeypatch, tmp_path):
+    """(client, auth headers) of a fresh installation: SQLite, or a schema of its own in PostgreSQL
+    (whose DELETEs cascade by the database's own foreign keys)."""
+    env = {}
+    if request.param == "postgresql":
+        from sqlalchemy.engine import make_url
+
+        from tests.test_db import PG_URL
+
+        admin = request.getfixturevalue("postgres_admin")
+        schema = f"test_gc_{uuid.uuid4().hex[:12]}"
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        request.addfinalizer(lambda: _drop(admin, schema))
+        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        env["database_url"] = url.render_as_string(hide_password=False)
+    app, key = fresh_app(monkeypatch, tmp_path, **env)
     client = TestClient(app, base_url="https://testserver")
     return client, {"Authorization": f"Bearer {key}"}
+
+
+def _drop(admin, schema: str) -> None:
+    runtime.reset()  # close this installation's connections first
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def test_gc_keeps_every_referenced_blob_and_removes_the_rest(studio, coffee_rgb, photo_bytes):
@@ -223,6 +246,35 @@ def test_rejected_deliveries_and_product_states_go_by_age(studio):
     finally:
         del os.environ["PRODUCT_STUDIO_RETAIN_PRODUCT_STATES_DAYS"]
         config.get_settings.cache_clear()
+
+
+def test_gc_in_the_moment_between_a_workers_write_and_its_commit(studio, coffee_rgb, photo_bytes):
+    """Another worker's gc runs right after each blob is stored, before the row naming it is
+    committed (the source before its job exists, each stage's output before it is recorded):
+    the grace period and the keys of unfinished work keep every one."""
+    client, auth = studio
+    blobs = runtime.store()
+    cls, real_put = type(blobs), type(blobs).put
+    written: list[str] = []
+
+    def put_then_collect(self, key, data, content_type="application/octet-stream"):
+        real_put(self, key, data, content_type)
+        if key.split("/")[0] in ("sources", "cutouts", "controls", "variants"):
+            written.append(key)
+            assert key not in collect().removed_keys
+
+    cls.put = put_then_collect
+    try:
+        job_id = post_job(client, auth, photo_bytes(coffee_rgb), seed=11)
+        run_job(job_id)
+    finally:
+        cls.put = real_put
+    assert any(k.startswith("sources/") for k in written) and any(k.startswith("variants/") for k in written)
+    assert set(written) <= set(blobs.keys())
+    doc = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
+    assert doc["status"] == "done"
+    for v in doc["assets"][0]["variants"]:
+        assert client.get(v["url"]).status_code == 200
 
 
 def test_the_gc_command_dry_run_and_report(studio):
