@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import threading
 import time
 import uuid
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -34,6 +34,7 @@ from product_studio.models import (
 )
 from product_studio.pipeline.plan import quality_key
 from tests.test_db import postgres_admin  # noqa: F401 (a fixture)
+from tests.test_storage import s3_endpoint  # noqa: F401 (a fixture)
 from tests.web_helpers import fresh_app, run_job
 
 LATER = 2 * 3600  # seconds: past the default grace period, so every blob written now is old enough
@@ -50,6 +51,13 @@ def post_job(client, auth, data: bytes, targets=("ebay", "lifestyle"), seed: int
                     files=[("files", ("coffee.jpg", data, "image/jpeg"))])
     assert r.status_code == 202, r.text
     return r.json()["id"]
+
+
+def download(client: TestClient, url: str) -> int:
+    """The status of a variant's download link: the web door's /files route, or S3's own URL."""
+    if not url.startswith(("http://", "https://")) or url.startswith("https://testserver/"):
+        return client.get(url).status_code
+    return httpx.get(url).status_code
 
 
 def references() -> dict[str, str]:
@@ -74,11 +82,20 @@ def references() -> dict[str, str]:
     return refs
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service),
+                        pytest.param("s3", marks=pytest.mark.service)])
 def studio(request, monkeypatch, tmp_path):
-    """(client, auth headers) of a fresh installation: SQLite, or a schema of its own in PostgreSQL
-    (whose DELETEs cascade by the database's own foreign keys)."""
+    """(client, auth headers) of a fresh installation: SQLite and local blobs; or a schema of its
+    own in PostgreSQL (whose DELETEs cascade by the database's own foreign keys); or blobs in a
+    prefix of its own on the SeaweedFS S3 server of tests/test_storage.py."""
     env = {}
+    if request.param == "s3":
+        from tests.test_storage import ACCESS_KEY, BUCKET, SECRET_KEY
+
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        endpoint = request.getfixturevalue("s3_endpoint")
+        env["storage_url"] = f"s3://{BUCKET}/gc-{uuid.uuid4().hex}?endpoint={endpoint}"
     if request.param == "postgresql":
         from sqlalchemy.engine import make_url
 
@@ -110,7 +127,7 @@ def test_gc_keeps_every_referenced_blob_and_removes_the_rest(studio, coffee_rgb,
     run_job(job_id)
     doc = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
     asset_id = doc["assets"][0]["id"]
-    models_variants = {v["id"]: v for v in doc["assets"][0]["variants"]}
+    models_keys = {k for k, what in references().items() if what in ("cutout", "quality", "variant")}
     # A mask saved: the models' cut-out and its variants are no longer referenced (a new render).
     mask = np.zeros((400, 600), np.uint8)
     mask[80:330, 150:450] = 255
@@ -146,8 +163,8 @@ def test_gc_keeps_every_referenced_blob_and_removes_the_rest(studio, coffee_rgb,
 
     refs = references()
     assert {"source", "cutout", "quality", "control", "variant", "mask", "publication"} <= set(refs.values())
-    old_models_keys = {v["url"].split("?")[0].split("/files/")[1] for v in models_variants.values()}
-    assert not old_models_keys & set(refs)  # the models' renders are unreferenced now
+    old_models_keys = models_keys
+    assert not old_models_keys & set(refs)  # the models' cut-out and renders are unreferenced now
     before = set(blobs.keys())
     assert set(refs) <= before
 
@@ -165,7 +182,7 @@ def test_gc_keeps_every_referenced_blob_and_removes_the_rest(studio, coffee_rgb,
     assert (done.blobs, done.blob_bytes, done.previews) == (dry.blobs, dry.blob_bytes, dry.previews)
     assert set(refs) <= after, f"referenced blobs collected: {sorted(set(refs) - after)}"
     assert not set(strays) & after
-    assert not old_models_keys & after  # the models' earlier renders, unreferenced, went
+    assert not old_models_keys & after  # the models' cut-out and renders, unreferenced, went
     assert preview_key(live, 480) in after
     assert preview_key(stray_source, 480) not in after and preview_key("variants/00/gone.jpg", 480) not in after
     assert {"masks/zz/unnamed.png", "doctor/probe"} <= after
@@ -174,7 +191,7 @@ def test_gc_keeps_every_referenced_blob_and_removes_the_rest(studio, coffee_rgb,
     # The job still reads whole: every variant downloads, every preview shows.
     doc = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
     for v in doc["assets"][0]["variants"]:
-        assert client.get(v["url"]).status_code == 200
+        assert download(client, v["url"]) == 200
     assert collect(now=time.time() + LATER).blobs == 0  # nothing left to collect
     print(f"\nfill, collect and check: {time.perf_counter() - t0:.1f} s")
 
@@ -221,7 +238,7 @@ def test_old_jobs_go_and_their_blobs_unless_unfinished_work_will_use_them(studio
     assert collect(now=time.time() + LATER).blobs == 0
 
 
-def test_rejected_deliveries_and_product_states_go_by_age(studio):
+def test_rejected_deliveries_and_product_states_go_by_age(studio, monkeypatch):
     now = dt.datetime.now(dt.UTC)
     old, recent = now - dt.timedelta(days=31), now - dt.timedelta(days=1)
     with runtime.database().session() as s:
@@ -237,15 +254,11 @@ def test_rejected_deliveries_and_product_states_go_by_age(studio):
         assert sorted(s.scalars(select(Delivery.delivery_id))) == ["d2", "d3"]
         # updated_at moves on every write: set it back after the insert
         s.execute(ProductState.__table__.update().values(updated_at=old))
-    os.environ["PRODUCT_STUDIO_RETAIN_PRODUCT_STATES_DAYS"] = "30"
-    try:
-        from product_studio import config
+    from product_studio import config
 
-        config.get_settings.cache_clear()
-        assert collect().product_states == 1
-    finally:
-        del os.environ["PRODUCT_STUDIO_RETAIN_PRODUCT_STATES_DAYS"]
-        config.get_settings.cache_clear()
+    monkeypatch.setenv("PRODUCT_STUDIO_RETAIN_PRODUCT_STATES_DAYS", "30")
+    config.get_settings.cache_clear()
+    assert collect().product_states == 1
 
 
 def test_gc_in_the_moment_between_a_workers_write_and_its_commit(studio, coffee_rgb, photo_bytes):
@@ -274,16 +287,18 @@ def test_gc_in_the_moment_between_a_workers_write_and_its_commit(studio, coffee_
     doc = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
     assert doc["status"] == "done"
     for v in doc["assets"][0]["variants"]:
-        assert client.get(v["url"]).status_code == 200
+        assert download(client, v["url"]) == 200
 
 
-def test_the_gc_command_dry_run_and_report(studio):
+def test_the_gc_command_dry_run_and_report(studio, monkeypatch):
+    from product_studio import config
     from product_studio.cli import app
 
     blobs = runtime.store()
     blobs.put("variants/zz/stray.jpg", b"12345")
-    path = runtime.store().root / "variants/zz/stray.jpg"
-    os.utime(path, (time.time() - LATER, time.time() - LATER))
+    time.sleep(1.1)  # S3 modification times are whole seconds
+    monkeypatch.setenv("PRODUCT_STUDIO_GC_GRACE", "0.5")
+    config.get_settings.cache_clear()
     runner = CliRunner(env={"COLUMNS": "250"})
     dry = runner.invoke(app, ["gc", "--dry-run"])
     assert dry.exit_code == 0, dry.output
@@ -295,7 +310,7 @@ def test_the_gc_command_dry_run_and_report(studio):
     assert not blobs.exists("variants/zz/stray.jpg")
 
 
-def test_the_worker_runs_gc_periodically(studio, monkeypatch):
+def test_the_worker_runs_gc_periodically(monkeypatch):
     from tasks import sweeper
 
     ran = threading.Event()

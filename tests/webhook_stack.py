@@ -139,6 +139,8 @@ class Stack:
                     "PRODUCT_STUDIO_WEBHOOK_TARGETS": "ebay", "PRODUCT_STUDIO_CALLBACK_SECRET": "cb-secret",
                     "PRODUCT_STUDIO_BIGCOMMERCE_API_URL": loopback.url(""),
                     "PRODUCT_STUDIO_BIGCOMMERCE_API_TOKEN": loopback.api_token,
+                    # The tests send their forgeries from one address, more than a minute's worth.
+                    "PRODUCT_STUDIO_WEBHOOK_REJECTED_RATE_LIMIT": "1000000/minute",
                     **{f"PRODUCT_STUDIO_{p.upper()}_WEBHOOK_SECRET": s for p, s in SECRETS.items()},
                     **(extra_env or {})}
         for name in ("PRODUCT_STUDIO_DATABASE_URL", "PRODUCT_STUDIO_BROKER_URL", "PRODUCT_STUDIO_STORAGE_URL"):
