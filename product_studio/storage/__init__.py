@@ -12,10 +12,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ..content_keys import check_key, check_prefix, content_key
-from .base import MAX_URL_EXPIRES, BlobInfo, BlobStore, NotFound, check_expires
+from .base import MAX_URL_EXPIRES, BlobInfo, BlobReader, BlobStore, NotFound, check_expires
 
-__all__ = ["MAX_URL_EXPIRES", "BlobInfo", "BlobStore", "NotFound", "check_expires", "check_key", "check_prefix", "content_key",
-           "open_store"]
+__all__ = ["MAX_URL_EXPIRES", "BlobInfo", "BlobReader", "BlobStore", "NotFound", "check_expires", "check_key", "check_prefix",
+           "content_key", "open_store"]
 
 
 def open_store(url: str, *, secret: str, public_base_url: str | None = None) -> BlobStore:

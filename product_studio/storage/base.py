@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 MAX_URL_EXPIRES = 7 * 24 * 3600  # S3 SigV4 presigned URLs cannot live longer; local URLs keep parity
+CHUNK_SIZE = 1024 * 1024  # what one read of a streamed blob holds in memory
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes:
         """The object's bytes; raise NotFound(key) if there is none."""
 
+    def open_read(self, key: str) -> BlobReader:
+        """The object opened for reading in chunks; raise NotFound(key) at the call if there is none.
+        Nothing is read yet: the caller iterates `chunks()` (which closes it) or closes it."""
+
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None:
@@ -59,6 +64,35 @@ class BlobStore(Protocol):
 
     def listing(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Like keys(), with each object's size and modification time (what retention needs)."""
+
+
+class BlobReader:
+    """An object being read: its size, and its bytes in chunks of at most `chunk_size`, so a
+    download or a zip of any size holds one chunk at a time. Close it (or read it to the end
+    through `chunks()`); a context manager too."""
+
+    def __init__(self, raw: BinaryIO, size: int, chunk_size: int = CHUNK_SIZE):
+        self.raw, self.size, self.chunk_size = raw, size, chunk_size
+
+    def read(self, n: int = -1) -> bytes:
+        return self.raw.read(n)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The bytes, a chunk at a time; closes the reader at the end (or when the generator is closed)."""
+        try:
+            while chunk := self.raw.read(self.chunk_size):
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def check_expires(expires: int) -> int:

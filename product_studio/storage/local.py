@@ -12,7 +12,7 @@ from pathlib import Path
 from product_studio.content_keys import check_key, check_prefix
 from product_studio.errors import TransientError
 from product_studio.files import atomic_write_bytes
-from product_studio.storage.base import BlobInfo, NotFound, check_expires
+from product_studio.storage.base import BlobInfo, BlobReader, NotFound, check_expires
 
 
 def sign(secret: str, key: str, expires: int) -> str:
@@ -70,6 +70,17 @@ class LocalStore:
             raise NotFound(key) from None
         except OSError as e:
             raise TransientError(f"cannot read {path}: {e.strerror or e}") from e
+
+    def open_read(self, key: str) -> BlobReader:
+        path = self._path(key)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed by the reader
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(key) from None
+        except OSError as e:
+            raise TransientError(f"cannot read {path}: {e.strerror or e}") from e
+        # Writes replace the file by rename, so this open file stays the whole old object.
+        return BlobReader(f, os.fstat(f.fileno()).st_size)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -14,7 +14,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from product_studio.content_keys import check_key, check_prefix
 from product_studio.errors import ProductStudioError, TransientError
-from product_studio.storage.base import BlobInfo, NotFound, check_expires
+from product_studio.storage.base import BlobInfo, BlobReader, NotFound, check_expires
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _RETRYABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
@@ -127,6 +127,13 @@ class S3Store:
         with _errors(f"get {self.bucket}/{name}", key=key):
             return self.client.get_object(Bucket=self.bucket, Key=name)["Body"].read()
 
+    def open_read(self, key: str) -> BlobReader:
+        # One GetObject: the body is read from the connection as the caller asks for chunks.
+        name = self._name(key)
+        with _errors(f"get {self.bucket}/{name}", key=key):
+            answer = self.client.get_object(Bucket=self.bucket, Key=name)
+        return BlobReader(_Body(answer["Body"], f"get {self.bucket}/{name}"), answer["ContentLength"])
+
     def exists(self, key: str) -> bool:
         name = self._name(key)
         try:
@@ -171,3 +178,17 @@ class S3Store:
                 for obj in page.get("Contents", ()):
                     yield BlobInfo(obj["Key"][len(self.prefix):], int(obj.get("Size", 0)),
                                    obj["LastModified"].timestamp())
+
+
+class _Body:
+    """A GetObject body whose read errors are translated as every other S3 error is."""
+
+    def __init__(self, body, what: str):
+        self.body, self.what = body, what
+
+    def read(self, n: int = -1) -> bytes:
+        with _errors(self.what):
+            return self.body.read(None if n < 0 else n)
+
+    def close(self) -> None:
+        self.body.close()

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from .. import content_types, runtime
 from ..config import get_settings
@@ -180,8 +180,8 @@ def download_approved(job_id: str) -> Response:
     from .media import approved_zip
 
     _job(job_id)
-    data, _ = approved_zip(job_id)
-    return Response(data, media_type="application/zip",
+    chunks, _ = approved_zip(job_id)
+    return StreamingResponse(chunks, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{job_id}-approved.zip"'})
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -146,10 +146,11 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
         if not hasattr(blobs, "verify") or not blobs.verify(key, expires, sig):
             raise HTTPException(403, "link expired or invalid")
         try:
-            data = blobs.get(key)
+            reader = blobs.open_read(key)  # streamed a chunk at a time, whatever its size
         except NotFound:
             raise HTTPException(404, "no such file") from None
-        return Response(data, media_type=mimetypes.guess_type(key)[0] or "application/octet-stream")
+        ctype = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        return StreamingResponse(reader.chunks(), media_type=ctype, headers={"Content-Length": str(reader.size)})
 
     return app
 

@@ -3,17 +3,17 @@ ones, and small previews for the gallery."""
 
 from __future__ import annotations
 
-import io
 import re
 import unicodedata
-import zipfile
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import cv2
 import numpy as np
 from fastapi import HTTPException, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
+from zipstream import ZIP_STORED, ZipStream
 
 from .. import content_types, runtime
 from ..config import Settings
@@ -23,6 +23,7 @@ from ..errors import BadInput
 from ..jobs import Upload
 from ..models import Asset, Variant
 from ..pipeline.ingest import load_bytes
+from ..storage import BlobStore
 
 PREVIEW_SIDE = 480
 
@@ -92,7 +93,8 @@ def _ascii(char: str) -> str:
 
 
 def variant_download(variant_id: str) -> Response:
-    """One variant's file as an attachment named after its photo, target, scene and seed."""
+    """One variant's file as an attachment named after its photo, target, scene and seed, streamed
+    from the store a chunk at a time."""
     with runtime.database().session() as s:
         variant = s.get(Variant, variant_id)
         if variant is None:
@@ -100,23 +102,36 @@ def variant_download(variant_id: str) -> Response:
         if not variant.key:
             raise BadInput(f"variant {variant.id} has no file yet ({variant.status})")
         key, name, ctype = variant.key, variant_filename(variant), variant.content_type
-    return Response(runtime.store().get(key), media_type=ctype,
-                    headers={"Content-Disposition": content_disposition(name)})
+    return blob_response(runtime.store().open_read(key), ctype,
+                         {"Content-Disposition": content_disposition(name)})
 
 
-def approved_zip(job_id: str) -> tuple[bytes, int]:
-    """A zip of the job's approved variants, one folder per photo; and how many it holds."""
+def blob_response(reader, media_type: str | None, headers: dict[str, str] | None = None) -> StreamingResponse:
+    """A stored object (a BlobReader, opened already so a missing one fails before answering)
+    sent a chunk at a time, with its length."""
+    return StreamingResponse(reader.chunks(), media_type=media_type,
+                             headers={**(headers or {}), "Content-Length": str(reader.size)})
+
+
+def approved_zip(job_id: str) -> tuple[Iterator[bytes], int]:
+    """A zip of the job's approved variants, one folder per photo, as chunks made while they are
+    sent (each entry read from the store a chunk at a time, so memory stays flat whatever the
+    zip's size); and how many it holds."""
     with runtime.database().session() as s:
         rows = s.scalars(select(Variant).join(Asset).where(Asset.job_id == job_id, Variant.approved.is_(True),
                                                             Variant.key.is_not(None))
                          .order_by(Asset.position, Variant.created_at)).all()
         entries = [(f"{v.asset.position + 1:03d}-{v.asset.name}/{variant_filename(v)}", v.key) for v in rows]
     blobs = runtime.store()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # JPEG/PNG/WebP are compressed already
-        for name, key in entries:
-            zf.writestr(name, blobs.get(key))
-    return buf.getvalue(), len(entries)
+    zs = ZipStream(compress_type=ZIP_STORED)  # JPEG/PNG/WebP are compressed already
+    for name, key in entries:
+        zs.add(_chunks_of(blobs, key), name)
+    return iter(zs), len(entries)
+
+
+def _chunks_of(blobs: BlobStore, key: str) -> Iterator[bytes]:
+    """A blob's chunks, opened only when the zip reaches it."""
+    yield from blobs.open_read(key).chunks()
 
 
 def preview(key: str, side: int = PREVIEW_SIDE) -> bytes:

@@ -238,10 +238,10 @@ def download(user: User, variant_id: str) -> Response:
 def download_approved(user: User, job_id: str) -> Response:
     from .media import approved_zip, content_disposition
 
-    data, count = approved_zip(job_id)
+    chunks, count = approved_zip(job_id)
     if not count:
         raise HTTPException(404, "no approved variants yet: approve some first")
-    return Response(data, media_type="application/zip",
+    return StreamingResponse(chunks, media_type="application/zip",
                     headers={"Content-Disposition": content_disposition(f"job-{job_id[:8]}-approved.zip")})
 
 
