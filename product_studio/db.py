@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (tests/test_db.py checks it is Alembic's head). Knowing it lets every start
 # check the schema with one query and load Alembic (~0.4 s of imports) only when there is work.
-HEAD = "0008"
+HEAD = "0009"
 _MIGRATION_LOCK = 0x50535F4D  # PostgreSQL advisory lock key ("PS_M") held while migrating
 
 
@@ -222,6 +222,7 @@ class AssetSpec:
     height: int
     title: str | None = None
     category: str | None = None
+    source_url: str | None = None  # set (sha256 and source_key ""): the worker fetches it first
 
 
 def fingerprint(asset_sha256s: Sequence[str], params: dict[str, Any], *, store: str | None = None) -> str:
@@ -257,7 +258,7 @@ def create_job(
     targets = list(dict.fromkeys(params.get("targets") or ()))  # a repeated target is one variant
     if not targets:
         raise BadInput("a job needs at least one target")
-    fp = fingerprint([a.sha256 for a in assets], params, store=store)
+    fp = fingerprint([a.sha256 or f"url:{a.source_url}" for a in assets], params, store=store)
     if (job := _live_job(session, fp)) is not None:
         return job, False
 

@@ -161,7 +161,8 @@ class Asset(Base):
     name: Mapped[str] = mapped_column(String(255))  # output file stem
     filename: Mapped[str | None] = mapped_column(Text)  # as uploaded; display only
     sha256: Mapped[str] = mapped_column(String(64))
-    source_key: Mapped[str] = mapped_column(Text)
+    source_key: Mapped[str] = mapped_column(Text)  # "" while source_url is not fetched yet
+    source_url: Mapped[str | None] = mapped_column(Text)  # set: fetched by the cut-out task (jobs/units.py)
     width: Mapped[int]
     height: Mapped[int]
     title: Mapped[str | None] = mapped_column(Text)

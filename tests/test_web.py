@@ -383,6 +383,9 @@ print(json.dumps({{"codes": codes, "heavy": heavy}}))
 def test_api_job_from_image_urls_fetches_only_allowed_addresses(monkeypatch, tmp_path, small_photo):
     import http.server
 
+    from product_studio.errors import BadInput
+    from product_studio.jobs import units
+
     body = small_photo()
 
     class Photos(http.server.BaseHTTPRequestHandler):
@@ -403,7 +406,11 @@ def test_api_job_from_image_urls_fetches_only_allowed_addresses(monkeypatch, tmp
         app, key = fresh_app(monkeypatch, tmp_path)  # no allow-list: loopback is refused
         client = TestClient(app, base_url="https://testserver")
         r = client.post("/api/v1/jobs/from-urls", headers=_api(key), json={"image_urls": [url], "targets": ["ebay"]})
-        assert r.status_code == 422 and "127.0.0.1" in r.json()["error"]
+        assert r.status_code == 202, r.text  # recorded; the cut-out task fetches, and refuses loopback
+        with runtime.database().session() as s:
+            asset_id = s.get_one(Job, r.json()["id"]).assets[0].id
+        with pytest.raises(BadInput, match="127.0.0.1"):
+            units.run_cutout(asset_id)
 
         app, key = fresh_app(monkeypatch, tmp_path / "allowed", fetch_allow="127.0.0.1")
         client = TestClient(app, base_url="https://testserver")
@@ -411,7 +418,10 @@ def test_api_job_from_image_urls_fetches_only_allowed_addresses(monkeypatch, tmp
                         json={"image_urls": [url], "targets": ["ebay"], "title": "Cup"})
         assert r.status_code == 202, r.text
         with runtime.database().session() as s:
-            asset = s.get_one(Job, r.json()["id"]).assets[0]
+            asset_id = s.get_one(Job, r.json()["id"]).assets[0].id
+        units.run_cutout(asset_id)
+        with runtime.database().session() as s:
+            asset = s.get_one(Asset, asset_id)
             assert (asset.name, asset.title, asset.width) == ("cup", "Cup", 300)
     finally:
         httpd.shutdown()

@@ -56,6 +56,30 @@ from .steps import Step, callback
 log = logging.getLogger(__name__)
 
 
+def fetch_source(asset_id: str, settings: Settings) -> None:
+    """A photo recorded from a URL and not fetched yet (jobs/from_urls.py): fetch it, check that it
+    decodes, store it and record its digest and size. Raises BadInput (a refused address, not an
+    image, too big, does not decode: the photo fails with that reason) or TransientError (retried)."""
+    from ..content_keys import content_key
+    from ..fetch import fetch_image
+
+    db, blobs = runtime.database(settings), runtime.store(settings)
+    with db.session() as s:
+        asset = s.get(Asset, asset_id)
+        if asset is None or asset.source_key or not asset.source_url:
+            return
+        url, name = asset.source_url, asset.name
+    fetched = fetch_image(url, settings)
+    source = load_bytes(fetched.data, name, settings)
+    key = content_key("sources", source.format.lower(), fetched.data)
+    if not blobs.exists(key):
+        blobs.put(key, fetched.data)
+    with db.session() as s:
+        asset = s.get_one(Asset, asset_id)
+        if not asset.source_key:  # a duplicated message may have recorded the same bytes already
+            asset.sha256, asset.source_key, asset.width, asset.height = source.sha256, key, source.width, source.height
+
+
 def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
     """Cut out an asset's source photo (or find it done): store the RGBA PNG and its quality
     document, and record the confidence and, below settings.cutout_review_below, why it needs
@@ -63,6 +87,7 @@ def run_cutout(asset_id: str, settings: Settings | None = None) -> list[Step]:
     models. Next: its control images."""
     settings = settings or get_settings()
     db, blobs = runtime.database(settings), runtime.store(settings)
+    fetch_source(asset_id, settings)
     with db.session() as s:
         asset = s.get(Asset, asset_id)
         if asset is None:  # a message from another deployment sharing the broker, or a deleted job

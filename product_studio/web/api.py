@@ -6,7 +6,6 @@ web process starts without it; app.py warms it in the background right after sta
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, UploadFile
@@ -78,18 +77,14 @@ async def create_job(files: list[UploadFile], targets: Annotated[list[str], Form
 @router.post("/jobs/from-urls", status_code=202, response_model=JobCreated,
              summary="Create a job from image URLs (fetched safely: public addresses only)")
 def create_job_from_urls(body: JobFromUrls) -> dict:
-    from ..fetch import fetch_image
-    from ..jobs import Upload
-    from .dispatch import submit_job
+    """Recorded and answered at once; each photo's cut-out task fetches its URL (a URL that cannot be
+    fetched fails its photo, the reason in the job document's variants)."""
+    from .dispatch import submit_urls_job
 
     settings = get_settings()
-    urls = [str(u) for u in body.image_urls]
-    with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
-        fetched = list(pool.map(lambda u: fetch_image(u, settings), urls))
-    uploads = [Upload(url.rsplit("/", 1)[-1] or "image", f.data, title=body.title, category=body.category)
-               for url, f in zip(urls, fetched)]
-    sub = submit_job(uploads, targets=body.targets, scene=body.scene, seed=body.seed, origin="api",
-                     callback_url=str(body.callback_url) if body.callback_url else None, settings=settings)
+    sub = submit_urls_job([str(u) for u in body.image_urls], targets=body.targets, scene=body.scene, seed=body.seed,
+                          title=body.title, category=body.category, origin="api",
+                          callback_url=str(body.callback_url) if body.callback_url else None, settings=settings)
     return {"id": sub.job.id, "created": sub.created, "status": sub.job.status}
 
 

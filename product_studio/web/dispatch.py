@@ -23,6 +23,16 @@ def submit_job(uploads: list[Upload], **options) -> Submission:
     return submission
 
 
+def submit_urls_job(urls: list[str], **options) -> Submission:
+    """jobs.from_urls.submit_urls(urls, **options): recorded before anything is fetched (each
+    photo's cut-out task fetches its URL), its steps enqueued."""
+    from ..jobs.from_urls import submit_urls
+
+    submission = submit_urls(urls, **options)
+    _enqueue(submission.steps)
+    return submission
+
+
 def regenerate_variant(variant_id: str, **options) -> Variant:
     """jobs.regenerate(variant_id, **options), its step enqueued; the new (or existing) variant.
     Counted first (throttle.check_regeneration): over the limits it raises HTTPException 429."""
