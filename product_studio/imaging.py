@@ -40,9 +40,21 @@ def check_size(width: int, height: int, max_pixels: int, min_side: int) -> None:
         raise BadInput(f"{width}x{height} px is below the {min_side} px minimum side")
 
 
-def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> Decoded:
-    """Sniff, size-check and decode the first frame to 8-bit sRGB RGB (+ real alpha), upright."""
+def probe_image(data: bytes, *, max_pixels: int, min_side: int) -> tuple[str, int, int]:
+    """Sniff and size-check from the header alone (nothing is decoded): the format and the upright
+    width and height. BadInput for what decode_image would refuse before decoding; data that is
+    corrupt past its header is found only when decoded."""
     fmt = sniff(data)
+    with _open(data, fmt, max_pixels) as im:
+        check_size(*im.size, max_pixels, min_side)
+        width, height = im.size
+        if exif_orientation(im) in (5, 6, 7, 8):  # a quarter turn: upright, it is the other way round
+            width, height = height, width
+    return fmt, width, height
+
+
+def _open(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
+    """Pillow's lazy image (header read, pixels not decoded) of data sniffed as `fmt`."""
     if fmt == "HEIF":
         _register_heif()
     try:
@@ -57,7 +69,13 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> Decoded:
         raise BadInput(f"{pixels} px is over Pillow's {pil_limit}-pixel decompression-bomb limit") from None
     except Exception:
         raise BadInput(f"truncated or corrupt {fmt} data") from None
-    with im:
+    return im
+
+
+def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> Decoded:
+    """Sniff, size-check and decode the first frame to 8-bit sRGB RGB (+ real alpha), upright."""
+    fmt = sniff(data)
+    with _open(data, fmt, max_pixels) as im:
         check_size(*im.size, max_pixels, min_side)
         orientation = exif_orientation(im)
         icc = im.info.get("icc_profile")

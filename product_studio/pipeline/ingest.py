@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import Settings, get_settings
 from ..errors import BadInput
-from ..imaging import decode_image
+from ..imaging import decode_image, probe_image
 from ..naming import display_label, safe_stem
 
 
@@ -40,6 +40,32 @@ def load_bytes(data: bytes, name: str = "upload", settings: Settings | None = No
     """Decode `data`; `name` (e.g. the upload's filename) names it in errors and gives the stem."""
     settings = settings or get_settings()
     return _load(bytes(data), display_label(name), safe_stem(name), settings, len(data))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the header says, nothing decoded: the door records it, the worker decodes."""
+
+    name: str  # stem for outputs
+    sha256: str  # hex SHA-256 of the original bytes
+    format: str
+    width: int  # upright
+    height: int
+
+
+def probe_bytes(data: bytes, name: str = "upload", settings: Settings | None = None) -> Probe:
+    """Check `data` as load_bytes does up to its header (type, byte and pixel limits) without
+    decoding it: BadInput naming `name`. Data corrupt past its header fails when decoded."""
+    settings = settings or get_settings()
+    label = display_label(name)
+    if len(data) > settings.max_input_bytes:
+        raise BadInput(f"{label}: {len(data)} bytes is over the {settings.max_input_bytes}-byte limit")
+    try:
+        fmt, width, height = probe_image(data, max_pixels=settings.max_input_pixels,
+                                         min_side=settings.min_input_side)
+    except BadInput as exc:
+        raise BadInput(f"{label}: {exc}") from None
+    return Probe(safe_stem(name), hashlib.sha256(data).hexdigest(), fmt, width, height)
 
 
 def load_path(path: str | Path, settings: Settings | None = None) -> Source:

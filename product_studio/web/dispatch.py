@@ -4,6 +4,7 @@ steps it returns to the task layer. Pages and API both come through here."""
 from __future__ import annotations
 
 from ..jobs import Submission, Upload, masks, regenerate, submit
+from ..jobs.stored import StoredUpload, submit_stored
 from ..models import Variant
 
 
@@ -16,9 +17,13 @@ def _enqueue(steps) -> None:
         enqueue(steps)
 
 
-def submit_job(uploads: list[Upload], **options) -> Submission:
-    """jobs.submit(uploads, **options), its steps enqueued (none when an existing job was found)."""
-    submission = submit(uploads, **options)
+def submit_job(uploads: list[Upload] | list[StoredUpload], **options) -> Submission:
+    """jobs.submit(uploads, **options), or jobs.stored.submit_stored for uploads the door stored
+    already (web/media.py read_uploads), its steps enqueued (none when an existing job was found)."""
+    if uploads and isinstance(uploads[0], StoredUpload):
+        submission = submit_stored(uploads, **options)
+    else:
+        submission = submit(uploads, **options)
     _enqueue(submission.steps)
     return submission
 

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 from fastapi import HTTPException, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 from zipstream import ZIP_STORED, ZipStream
@@ -20,7 +21,7 @@ from ..config import Settings
 from ..content_keys import content_key
 from ..content_types import extension_for
 from ..errors import BadInput
-from ..jobs import Upload
+from ..jobs.stored import StoredUpload, store_upload
 from ..models import Asset, Variant
 from ..pipeline.ingest import load_bytes
 from ..storage import BlobStore
@@ -33,20 +34,25 @@ class TooLarge(BadInput):
 
 
 async def read_uploads(files: list[UploadFile], settings: Settings, *, title: str | None = None,
-                       category: str | None = None) -> list[Upload]:
-    """The uploaded photos as Uploads, refusing too many or too big ones. The filename is kept
-    for display only: storage keys are content hashes and output names are sanitised stems."""
+                       category: str | None = None) -> list[StoredUpload]:
+    """The uploaded photos, each checked (type and header: a non-image is refused at once) and
+    stored as it is read, refusing too many or too big ones. Only what the header says is kept:
+    one upload's bytes at a time are in memory and nothing is decoded here (the cut-out task
+    decodes). The filename is kept for display only: storage keys are content hashes and output
+    names are sanitised stems."""
     files = [f for f in files if f.filename or f.size]
     if not files:
         raise BadInput("choose at least one photo")
     if len(files) > settings.max_upload_files:
         raise TooLarge(f"{len(files)} photos in one upload; the limit is {settings.max_upload_files}")
+    title, category = _text(title), _text(category)
     uploads = []
     for f in files:
         data = await f.read(settings.max_input_bytes + 1)
         if len(data) > settings.max_input_bytes:
             raise TooLarge(f"{f.filename!r} is over {settings.max_input_bytes // (1024 * 1024)} MiB")
-        uploads.append(Upload(f.filename or "upload", data, title=_text(title), category=_text(category)))
+        uploads.append(await run_in_threadpool(store_upload, data, f.filename or "upload", title=title,
+                                               category=category, settings=settings))
     return uploads
 
 
