@@ -3,6 +3,7 @@
     steps.py       Step: what should happen next (a stage and an id); the task layer enqueues it
     submit.py      door validation and recording: submit a job, regenerate a variant
     from_urls.py   a job from image URLs, recorded before fetching (the cut-out task fetches)
+    stored.py      uploads checked by header and stored as they arrive (the cut-out task decodes)
     masks.py       touch-up: the admins' mask versions per photo, and re-rendering from them
     units.py       the task runner of the stage plan: cut-out, control images, variants, failures
     documents.py   what the API and completion callbacks say about a job and its variants
