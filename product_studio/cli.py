@@ -34,9 +34,33 @@ def _settings_first() -> None:
     # Every command reads the settings: a bad PRODUCT_STUDIO_* value is one line and exit 2
     # before any work, not a traceback from wherever it is first read.
     try:
-        get_settings()
+        settings = get_settings()
+        _names_known(settings)
     except BadSetting as exc:
         raise _fail(exc) from None
+
+
+def _names_known(settings) -> None:
+    """The settings that name things (models, detector, stores file) name things that exist:
+    BadSetting with the variable, the value and the choices otherwise. Cheap: registries and one
+    TOML file, no model loaded."""
+    from .backends.registry import EDGE_DETECTORS, cutout_members
+    from .errors import BadSetting, ProductStudioError
+
+    checks = [("CUTOUT_MODEL", settings.cutout_model, lambda: cutout_members(settings.cutout_model))]
+    if settings.edge_detector not in EDGE_DETECTORS:
+        raise BadSetting(f"bad setting: PRODUCT_STUDIO_EDGE_DETECTOR={settings.edge_detector!r}: unknown edge "
+                         f"detector; choose one of: {', '.join(EDGE_DETECTORS)}")
+    if settings.stores_file:
+        from .webhooks.stores import stores
+
+        checks.append(("STORES_FILE", str(settings.stores_file), lambda: stores(settings)))
+    for name, value, check in checks:
+        try:
+            check()
+        except ProductStudioError as exc:
+            raise BadSetting(f"bad setting: PRODUCT_STUDIO_{name}={value!r}: {exc}") from None
+
 
 
 class _Consoles:
@@ -294,9 +318,20 @@ def doctor() -> None:
     for c in run_checks(get_settings()):
         table.add_row(c.name, {"ok": "[green]ok[/green]", "warn": "[yellow]missing[/yellow]",
                                "fail": "[red]FAIL[/red]"}[c.status], escape(c.detail))
-        worst = max(worst, {"ok": 0, "warn": 0, "fail": 1}[c.status])
+        if c.status == "fail":
+            worst = max(worst, _doctor_exit_code(c.name))
     _c.out.print(table)
     raise typer.Exit(worst)
+
+
+def _doctor_exit_code(check: str) -> int:
+    """The README's exit codes for a failing check: 2 a setting or file that cannot be used, 3 a
+    model or its runtime, 4 a service that may come back (database, broker, workers, storage)."""
+    if check in ("settings", "scenes"):
+        return 2
+    if check.startswith(("cutout model", "onnxruntime", "torch", "edges", "scene backend")):
+        return 3
+    return 4
 
 
 models_app = typer.Typer(help="List and provision models.", no_args_is_help=False, invoke_without_command=True)

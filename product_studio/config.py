@@ -67,10 +67,13 @@ class Settings(BaseSettings):
     edge_detector: str = Field("canny", description="controlnet-aux detector for the control image")
     annotators_repo: str = Field("lllyasviel/Annotators", description="hub id or local folder of detector weights")
     offline: bool = Field(True, description="never reach a model hub; missing weights fail at once")
-    device: str = Field("cpu", description="torch device for torch-based detectors and generators")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$",
+                        description="torch device for torch-based detectors and generators: cpu, cuda, cuda:N, "
+                                    "mps or xpu")
 
     # Generative scenes (diffusers ControlNet inpainting). Ids are hub ids or local folders.
-    diffusion_kind: str = Field("sd15", description="sd15 or sdxl: which ControlNet inpaint pipeline to build")
+    diffusion_kind: str = Field("sd15", pattern="^(sd15|sdxl)$",
+                                description="sd15 or sdxl: which ControlNet inpaint pipeline to build")
     diffusion_model: str = Field("stable-diffusion-v1-5/stable-diffusion-inpainting", description="base model")
     diffusion_controlnet: str = Field("lllyasviel/control_v11p_sd15_canny", description="ControlNet model")
     diffusion_lora: str | None = Field(None, description="optional LoRA, e.g. latent-consistency/lcm-lora-sdv1-5")

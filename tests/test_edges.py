@@ -148,3 +148,10 @@ print(json.dumps({{"code": code, "heavy": sorted(m for m in ("torch", "controlne
     assert report["code"] == 0, run.stdout[-3000:]
     assert (out / "coffee" / "control.png").is_file() and list((out / "coffee").glob("lifestyle.*"))
     assert report["heavy"] == []
+
+
+def test_the_registry_names_every_detector_edges_builds():
+    from product_studio.backends.registry import EDGE_DETECTORS
+    from product_studio.pipeline.edges import DETECTORS
+
+    assert tuple(DETECTORS) == EDGE_DETECTORS

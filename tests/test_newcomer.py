@@ -35,6 +35,20 @@ def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(tmp_path, variable,
     assert f"PRODUCT_STUDIO_{variable}='{value}'" in message and accepted in message
 
 
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("EDGE_DETECTOR", "sobel", "unknown edge detector; choose one of: canny"),
+    ("CUTOUT_MODEL", "nosuch", "unknown cut-out model"),
+    ("DIFFUSION_KIND", "sd3", "sd15|sdxl"),
+    ("DEVICE", "tpu", "cuda"),
+    ("STORES_FILE", "/nonexistent/stores.toml", "stores file /nonexistent/stores.toml"),
+])
+def test_settings_that_name_things_are_checked_at_start(tmp_path, variable, value, said):
+    r = run("targets", env={f"PRODUCT_STUDIO_{variable}": value}, tmp_path=tmp_path)
+    message = " ".join(r.stderr.split())
+    assert r.returncode == 2 and f"PRODUCT_STUDIO_{variable}='{value}'" in message and said in message, message
+    assert "Traceback" not in r.stderr
+
+
 def test_sizes_are_read_as_the_readme_writes_them(monkeypatch):
     from product_studio import config
 
@@ -205,7 +219,7 @@ def test_doctor_tells_the_truth_quietly(tmp_path):
         runtime.reset()
     r = run("doctor", env={"COLUMNS": "400"}, tmp_path=tmp_path)
     workers = next(line for line in r.stdout.splitlines() if "workers" in line)
-    assert "FAIL" in workers and "product-studio worker" in workers and r.returncode == 1
+    assert "FAIL" in workers and "product-studio worker" in workers and r.returncode == 4
 
 
 def test_the_status_page_shows_its_frame_before_the_checks(monkeypatch, tmp_path):

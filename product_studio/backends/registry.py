@@ -106,6 +106,11 @@ CUTOUT_MODELS: dict[str, CutoutModel] = {
 ENSEMBLE_SEPARATOR = "+"  # "u2netp+u2net": the members' probabilities are averaged
 
 
+# The ControlNet edge detectors pipeline/edges.py builds (DETECTORS there), by name: settings and
+# doors check names here without importing OpenCV (tests/test_edges.py keeps the two lists equal).
+EDGE_DETECTORS = ("canny", "lineart_standard", "hed", "pidi", "lineart", "mlsd", "depth", "normal")
+
+
 def cutout_members(setting: str) -> list[CutoutModel]:
     """The models a cut-out setting names: one ("u2net") or several averaged ("u2netp+u2net").
     Raises UnknownName for a name neither the registry nor rembg knows."""

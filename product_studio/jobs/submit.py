@@ -6,6 +6,7 @@ and every photo's bytes. The same photos with the same parameters find the exist
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass, field
 
@@ -42,6 +43,36 @@ class Submission:
     steps: list[Step] = field(default_factory=list)  # for the task layer to enqueue
 
 
+def check_request(targets: list[str], scene: str | None, callback_url: str | None, *, check_callback: bool = True,
+                  settings: Settings) -> None:
+    """What every door checks before anything is written: the targets and scene exist, and (when
+    `check_callback`) the callback address is allowed and resolves. Raises UnknownName, BadInput."""
+    plan_photo(targets, scene, settings)  # unknown targets and scenes fail here
+    if callback_url and check_callback:
+        from ..fetch import check_url
+
+        check_url(callback_url, settings)
+
+
+def record(specs: list[AssetSpec], labels: list[tuple[str | None, str | None]], *, targets: list[str],
+           scene: str | None, seed: int, origin: str, store_name: str | None, callback_url: str | None,
+           settings: Settings) -> Submission:
+    """Record a job of photos already described (`specs`, with each photo's (title, category) in
+    `labels`): one fingerprint whichever door recorded it, so the same photos and parameters find
+    the same job. Its steps are each photo's cut-out (none when an existing job was found)."""
+    specs = [dataclasses.replace(spec, name=name) for spec, name in zip(specs, unique_names([s.name for s in specs]))]
+    params = {"targets": list(dict.fromkeys(targets)), "scene": scene or "", "seed": int(seed)}
+    # Titles and categories shape generated scenes' prompts: another title is another job. Only
+    # present when given, so jobs without them keep their fingerprints.
+    if any(title or category for title, category in labels):
+        params["labels"] = [[title or "", category or ""] for title, category in labels]
+    with runtime.database(settings).session() as s:
+        job, created = create_job(s, origin=origin, params=params, assets=specs, store=store_name,
+                                  callback_url=callback_url)
+        asset_ids = [a.id for a in job.assets]
+    return Submission(job, created, cutouts(asset_ids) if created else [])
+
+
 def submit(uploads: list[Upload], *, targets: list[str], scene: str | None = None, seed: int = 0,
            origin: str = "api", store_name: str | None = None, callback_url: str | None = None,
            check_callback: bool = True, settings: Settings | None = None) -> Submission:
@@ -55,31 +86,19 @@ def submit(uploads: list[Upload], *, targets: list[str], scene: str | None = Non
     Raises UnknownName (target, scene), BadInput (a photo that does not decode, a callback to a
     refused address when `check_callback`) before anything is written."""
     settings = settings or get_settings()
-    plan_photo(targets, scene, settings)  # unknown targets and scenes fail here
-    if callback_url and check_callback:
-        from ..fetch import check_url
-
-        check_url(callback_url, settings)
+    check_request(targets, scene, callback_url, check_callback=check_callback, settings=settings)
     blobs = runtime.store(settings)
     sources = [load_bytes(u.data, u.filename, settings) for u in uploads]  # all validated before any write
     specs = []
-    for upload, source, name in zip(uploads, sources, unique_names([s.name for s in sources])):
+    for upload, source in zip(uploads, sources):
         key = content_key("sources", source.format.lower(), upload.data)
         if not blobs.exists(key):
             blobs.put(key, upload.data)
-        specs.append(AssetSpec(name=name, filename=upload.filename, sha256=source.sha256, source_key=key,
+        specs.append(AssetSpec(name=source.name, filename=upload.filename, sha256=source.sha256, source_key=key,
                                width=source.width, height=source.height, title=upload.title,
                                category=upload.category))
-    params = {"targets": list(dict.fromkeys(targets)), "scene": scene or "", "seed": int(seed)}
-    # Titles and categories shape generated scenes' prompts: another title is another job. Only
-    # present when given, so jobs without them keep their fingerprints.
-    if any(u.title or u.category for u in uploads):
-        params["labels"] = [[u.title or "", u.category or ""] for u in uploads]
-    with runtime.database(settings).session() as s:
-        job, created = create_job(s, origin=origin, params=params, assets=specs, store=store_name,
-                                  callback_url=callback_url)
-        asset_ids = [a.id for a in job.assets]
-    return Submission(job, created, cutouts(asset_ids) if created else [])
+    return record(specs, [(u.title, u.category) for u in uploads], targets=targets, scene=scene, seed=seed,
+                  origin=origin, store_name=store_name, callback_url=callback_url, settings=settings)
 
 
 def regenerate(variant_id: str, *, seed: int | None = None, scene: str | None = None,
