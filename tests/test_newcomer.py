@@ -258,3 +258,45 @@ def test_the_api_shows_what_the_pages_show(monkeypatch, tmp_path, coffee_rgb, ph
     assert (asset["width"], asset["height"]) == (600, 400)
     assert doc["progress"]["done"] == 2 and doc["approved"] == 0 and doc["origin"] == "api"
     assert doc["params"] == {"targets": ["ebay", "etsy"], "scene": None, "seed": 0}
+
+
+def test_an_api_jobs_callback_can_be_seen(monkeypatch, tmp_path, coffee_rgb, photo_bytes):
+    """A job made through the API with a callback_url shows its callback's attempts in its
+    document and on its page, as webhook jobs do on the Deliveries page."""
+    import http.server
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from product_studio.jobs.completion import deliver_callback
+    from tests.web_helpers import fresh_app, run_job, sign_in
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        app, key = fresh_app(monkeypatch, tmp_path, fetch_allow="127.0.0.1")
+        client = TestClient(app, base_url="https://testserver")
+        auth = {"Authorization": f"Bearer {key}"}
+        hook = f"http://127.0.0.1:{server.server_port}/done?token=hunter2"
+        r = client.post("/api/v1/jobs", headers=auth, data={"targets": "ebay", "callback_url": hook},
+                        files=[("files", ("coffee.jpg", photo_bytes(coffee_rgb), "image/jpeg"))])
+        job_id = r.json()["id"]
+        run_job(job_id)
+        deliver_callback(job_id, attempt=1)
+        doc = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
+        assert doc["callbacks"][0]["status_code"] == 500 and not doc["callbacks"][0]["ok"]
+        assert "hunter2" not in str(doc) and doc["callback_url"].startswith("http://127.0.0.1")
+        sign_in(client)
+        page = client.get(f"/jobs/{job_id}").text
+        assert 'id="callback-state"' in page and "(500)" in page and "hunter2" not in page
+    finally:
+        server.shutdown()

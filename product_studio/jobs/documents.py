@@ -7,7 +7,8 @@ from sqlalchemy.orm import object_session
 
 from .. import runtime
 from ..config import Settings
-from ..models import Job, Publication, StageStatus, Variant
+from ..models import JOB_FINAL, Job, Publication, StageStatus, Variant
+from ..redact import redact, redact_url
 
 
 def publication_document(p: Publication) -> dict:
@@ -40,6 +41,33 @@ def variant_document(v: Variant, settings: Settings, publications: dict[str, lis
     }
 
 
+def callback_state(job: Job) -> str:
+    """Where a job's completion callback stands: "none" (no callback_url), "waiting" (the job is
+    not finished), "sending" (owed: an attempt or a retry is under way or due), "delivered" (the
+    last attempt got a 2xx), "failed" (the last attempt failed and no more are coming: it can be
+    retried from the Deliveries page or API), or "not sent" (settled without an attempt)."""
+    if not job.callback_url:
+        return "none"
+    if job.status not in JOB_FINAL:
+        return "waiting"
+    if job.callback_due_at is not None:
+        return "sending"
+    if not job.callbacks:
+        return "not sent"
+    return "delivered" if job.callbacks[-1].ok else "failed"
+
+
+def callback_document(job: Job) -> dict:
+    """A job's completion callback as the API, the Deliveries views and the callback itself show
+    it: callback_url, callback (callback_state) and callbacks (every attempt, oldest first: url,
+    attempt, at, status_code, error, ok), credentials masked."""
+    return {"callback_url": redact_url(job.callback_url) if job.callback_url else None,
+            "callback": callback_state(job),
+            "callbacks": [{"url": redact_url(a.url), "attempt": a.attempt, "at": a.at.isoformat(timespec="seconds"),
+                           "status_code": a.status_code, "error": redact(a.error) if a.error else None, "ok": a.ok}
+                          for a in job.callbacks]}
+
+
 def job_document(job: Job, settings: Settings) -> dict:
     """A job with its photos and their variants, each with its publications (the API's JobOut
     schema; also the completion callback's body)."""
@@ -51,7 +79,7 @@ def job_document(job: Job, settings: Settings) -> dict:
         "created_at": job.created_at.isoformat(), "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "params": {"targets": job.params.get("targets", []), "scene": job.params.get("scene") or None,
                    "seed": job.params.get("seed", 0)},
-        "progress": progress, "approved": sum(bool(v.approved) for v in variants),
+        "progress": progress, "approved": sum(bool(v.approved) for v in variants), **callback_document(job),
         "assets": [{"id": a.id, "name": a.name, "filename": a.filename, "title": a.title, "category": a.category,
                     "width": a.width, "height": a.height, "sha256": a.sha256, "confidence": a.cutout_confidence,
                     "needs_review": None if a.cutout_confidence is None else a.review_reason is not None, "review_reason": a.review_reason,

@@ -158,10 +158,12 @@ def _job_view(job_id: str, review: bool = False) -> dict:
         to_review = sum(1 for a in job.assets if a.review_reason)
         if review:
             assets = [a for a in assets if a["asset"].review_reason]
+        from ..jobs.documents import callback_document
         from .publishing import publish_view
 
         return {"job": job, "counts": counts, "assets": assets, "approved": approved, "to_review": to_review,
-                "review_only": review, "final": job.status in JOB_FINAL, **publish_view(s, job_id)}
+                "review_only": review, "final": job.status in JOB_FINAL, "callback": callback_document(job),
+                **publish_view(s, job_id)}
 
 
 @router.get("/jobs/{job_id}")

@@ -85,6 +85,9 @@ class JobOut(BaseModel):
     progress: dict[str, int] = Field(default_factory=dict, description="variants per status, and the total "
                                                                        "(what the job page's bar shows)")
     approved: int = Field(0, description="approved variants (what the job page's zip holds)")
+    callback_url: str | None = Field(None, description="where its completion callback goes (credentials masked)")
+    callback: str = Field("none", description="none, waiting, sending, delivered, failed or not sent")
+    callbacks: list["CallbackAttemptOut"] = Field(default_factory=list, description="every attempt, oldest first")
     assets: list[AssetOut]
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import insert, null, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from ..errors import BadInput, Conflict
+from ..jobs.documents import callback_document, callback_state
 from ..jobs.steps import Step
 from ..models import JOB_FINAL, Delivery, DeliveryStatus, Job, ProductState, new_id, utcnow
 from ..redact import redact, redact_url
@@ -201,22 +202,6 @@ class NoSuchDelivery(BadInput):
     http_status = 404
 
 
-def callback_state(job: Job) -> str:
-    """Where a job's completion callback stands: "none" (no callback_url), "waiting" (the job is
-    not finished), "sending" (owed: an attempt or a retry is under way or due), "delivered" (the
-    last attempt got a 2xx), "failed" (the last attempt failed and no more are coming: it can be
-    retried), or "not sent" (settled without an attempt)."""
-    if not job.callback_url:
-        return "none"
-    if job.status not in JOB_FINAL:
-        return "waiting"
-    if job.callback_due_at is not None:
-        return "sending"
-    if not job.callbacks:
-        return "not sent"
-    return "delivered" if job.callbacks[-1].ok else "failed"
-
-
 def _job_ids(delivery: Delivery) -> list[str]:
     return list(delivery.job_ids or ([delivery.job_id] if delivery.job_id else []))
 
@@ -255,16 +240,8 @@ def _document(delivery: Delivery, jobs: list[Job]) -> dict[str, Any]:
         "platform_id": delivery.claimed_id, "status": delivery.status,
         "reason": redact(delivery.reason) if delivery.reason else None,
         "retryable": why_not is None, "retry": retry,
-        "jobs": [_job_document(j) for j in jobs],
+        "jobs": [{"id": j.id, "status": j.status, **callback_document(j)} for j in jobs],
     }
-
-
-def _job_document(job: Job) -> dict[str, Any]:
-    return {"id": job.id, "status": job.status, "callback": callback_state(job),
-            "callback_url": redact_url(job.callback_url) if job.callback_url else None,
-            "callbacks": [{"url": redact_url(a.url), "attempt": a.attempt, "at": a.at.isoformat(timespec="seconds"),
-                           "status_code": a.status_code, "error": redact(a.error) if a.error else None, "ok": a.ok}
-                          for a in job.callbacks]}
 
 
 def list_deliveries(session: Session, *, status: str | None = None, limit: int = 50,
