@@ -302,6 +302,10 @@ def check(
     _c.out.print(table)
     for warning in report.warnings:
         _c.out.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+    if t.min_source_long_side:
+        _c.out.print(f"not checked: the long side >= {t.min_source_long_side} px at the photo's own resolution "
+                     "(only `process` knows the source photo; a file alone cannot show it was enlarged)",
+                     highlight=False, soft_wrap=True)
     _c.out.print("[green]pass[/green]" if report.ok else f"[red]fail:[/red] {len(report.failures)} rule(s)")
     raise typer.Exit(0 if report.ok else 1)
 
@@ -315,7 +319,9 @@ def doctor() -> None:
     for col in ("component", "status", "detail"):
         table.add_column(col, overflow="fold")
     worst = 0
-    for c in run_checks(get_settings()):
+    with _c.err.status("checking models, backends and services (about 10 s)…"):
+        checks = list(run_checks(get_settings()))
+    for c in checks:
         table.add_row(c.name, {"ok": "[green]ok[/green]", "warn": "[yellow]missing[/yellow]",
                                "fail": "[red]FAIL[/red]"}[c.status], escape(c.detail))
         if c.status == "fail":

@@ -93,7 +93,8 @@ class Settings(BaseSettings):
     # Input limits (decompression bombs, absurd uploads)
     max_input_bytes: ByteSize = Field(50 * 1024 * 1024, ge=1, description="bytes per photo: a number, or a size "
                                                                        "like 50MB or 200 MiB (MB = 10^6, MiB = 2^20)")
-    max_input_pixels: int = 100_000_000
+    max_input_pixels: int = Field(100_000_000, ge=1, description="pixels per photo: a number, or megapixels "
+                                                                 "written like 100MP or 250 MP")
     min_input_side: int = 16
 
     # Cut-out refinement
@@ -211,6 +212,17 @@ class Settings(BaseSettings):
             parse(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a rate like 5/minute or 20 per hour") from None
+        return value
+
+    @field_validator("max_input_pixels", mode="before")
+    @classmethod
+    def _megapixels(cls, value: Any) -> Any:
+        """"250MP" / "250 MP" / "12.5 MP" -> pixels; anything else is left to the int check."""
+        if isinstance(value, str) and value.strip().upper().endswith("MP"):
+            try:
+                return round(float(value.strip()[:-2]) * 1_000_000)
+            except ValueError:
+                return value
         return value
 
     @field_validator("fetch_allow", "webhook_targets", "webhook_scenes", "forwarded_allow_ips", mode="before")

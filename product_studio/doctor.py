@@ -105,9 +105,11 @@ def _database(settings: Settings) -> Check:
     finally:
         db.dispose()
     url = db.url.render_as_string(hide_password=True)
+    if current is None:
+        return Check("database", "ok", f"{url}: not made yet (a new installation): it is made, at schema "
+                                       f"{head}, on first use")
     if current != head:
-        return Check("database", "warn", f"{url}: schema at {current or 'nothing'}, {head} is current "
-                                         "(migrated on first use)")
+        return Check("database", "warn", f"{url}: schema at {current}, {head} is current (migrated on first use)")
     return Check("database", "ok", f"{url}, schema {current}")
 
 

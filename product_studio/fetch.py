@@ -201,8 +201,11 @@ def _checked_addresses(u: httpx.URL, original: str, allow: _Allow, deadline: flo
         why = refusal(ip)
         if why and not allow.address(ip):
             subject = f"{ip} is" if literal else f"{host} resolves to {ip},"
-            raise BadInput(f"{_shown(original)}{via}: refused: {subject} {why} (a host you trust, e.g. an "
-                           f"internal image server, can be allowed with PRODUCT_STUDIO_FETCH_ALLOW={host})")
+            # Never suggest allowing cloud metadata or link-local addresses: they are what SSRF is after.
+            hint = "" if ip in METADATA or ip.is_link_local else (
+                f" (a host you trust, e.g. an internal image server, can be allowed with "
+                f"PRODUCT_STUDIO_FETCH_ALLOW={host})")
+            raise BadInput(f"{_shown(original)}{via}: refused: {subject} {why}{hint}")
     return addresses
 
 

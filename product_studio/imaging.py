@@ -35,7 +35,8 @@ class Decoded(NamedTuple):
 def check_size(width: int, height: int, max_pixels: int, min_side: int) -> None:
     """Refuse from the header alone: bombs before any pixel is allocated, and slivers."""
     if width * height > max_pixels:
-        raise BadInput(f"{width}x{height} px is over the {max_pixels}-pixel limit")
+        raise BadInput(f"{width}x{height} px ({width * height / 1e6:.3g} MP) is over the {max_pixels / 1e6:g} MP "
+                       "limit (PRODUCT_STUDIO_MAX_INPUT_PIXELS raises it)")
     if min(width, height) < min_side:
         raise BadInput(f"{width}x{height} px is below the {min_side} px minimum side")
 
@@ -65,7 +66,8 @@ def _open(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
         # the warning only arrives here if warnings are turned into errors.
         pixels, pil_limit = ([int(n) for n in re.findall(r"\d+", str(exc))] + [0, 0])[:2]
         if pixels > max_pixels:
-            raise BadInput(f"{pixels} px is over the {max_pixels}-pixel limit") from None
+            raise BadInput(f"{pixels / 1e6:.3g} MP is over the {max_pixels / 1e6:g} MP limit "
+                           "(PRODUCT_STUDIO_MAX_INPUT_PIXELS raises it)") from None
         raise BadInput(f"{pixels} px is over Pillow's {pil_limit}-pixel decompression-bomb limit") from None
     except Exception:
         raise BadInput(f"truncated or corrupt {fmt} data") from None

@@ -249,13 +249,14 @@ def test_decompression_bomb_refused_from_the_header():
     bomb = png_header_only(30000, 30000)  # 900 Mpx claimed in < 100 bytes
     assert len(bomb) < 200
     # The bomb carries no pixel data: refusing it by size (not "truncated") proves the header decided.
-    assert bad(bomb, "big.png") == "big.png: 900000000 px is over the 100000000-pixel limit"
+    assert bad(bomb, "big.png") == ("big.png: 900 MP is over the 100 MP limit "
+                                    "(PRODUCT_STUDIO_MAX_INPUT_PIXELS raises it)")
 
 
 def test_pixel_limit_comes_from_settings():
     settings = Settings(max_input_pixels=1_000_000)
     msg = bad(png_header_only(2000, 1000), "big.png", settings)
-    assert msg == "big.png: 2000x1000 px is over the 1000000-pixel limit"
+    assert msg == "big.png: 2000x1000 px (2 MP) is over the 1 MP limit (PRODUCT_STUDIO_MAX_INPUT_PIXELS raises it)"
     # Under the limit the header passes and the missing pixel data is reported instead.
     assert "truncated or corrupt PNG" in bad(png_header_only(1000, 1000), "big.png", settings)
 

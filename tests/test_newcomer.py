@@ -300,3 +300,27 @@ def test_an_api_jobs_callback_can_be_seen(monkeypatch, tmp_path, coffee_rgb, pho
         assert 'id="callback-state"' in page and "(500)" in page and "hunter2" not in page
     finally:
         server.shutdown()
+
+
+def test_megapixels_are_read_as_written_and_the_limit_names_its_setting(monkeypatch, tmp_path):
+    from product_studio import config
+    from product_studio.config import Settings
+    from product_studio.errors import BadInput
+    from product_studio.fetch import fetch_image
+    from product_studio.pipeline.ingest import load_bytes
+
+    monkeypatch.setenv("PRODUCT_STUDIO_MAX_INPUT_PIXELS", "250 MP")
+    config.get_settings.cache_clear()
+    assert config.get_settings().max_input_pixels == 250_000_000
+    config.get_settings.cache_clear()
+    import numpy as np
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(big)
+    with pytest.raises(BadInput, match=r"\(0.12 MP\) is over the 0.1 MP limit \(PRODUCT_STUDIO_MAX_INPUT_PIXELS"):
+        load_bytes(big.read_bytes(), "big.png", Settings(max_input_pixels=100_000))
+    # A cloud metadata address is refused without advice to allow it.
+    with pytest.raises(BadInput) as refused:
+        fetch_image("http://169.254.169.254/latest/meta-data", Settings())
+    assert "FETCH_ALLOW" not in str(refused.value)

@@ -82,7 +82,7 @@ def test_a_non_image_or_too_many_pixels_is_refused_at_once(web, monkeypatch):
     config.get_settings.cache_clear()
     r = client.post("/api/v1/jobs", headers=auth, data={"targets": "ebay"},
                     files=[("files", ("big.jpg", _jpeg(300, 2), "image/jpeg"))])
-    assert r.status_code == 422 and "40000-pixel limit" in r.json()["error"]
+    assert r.status_code == 422 and "0.04 MP limit" in r.json()["error"]
 
 
 def test_upright_size_comes_from_the_header(web):

@@ -158,7 +158,7 @@ def test_upload_limits_count_bytes_and_pixels(monkeypatch, tmp_path, small_photo
     assert r.status_code == 413 and "max_upload_bytes" in r.json()["error"]
     r = client.post("/api/v1/jobs", headers=_api(key), data={"targets": "ebay"},
                     files=[("files", ("wide.jpg", small_photo(), "image/jpeg"))])  # 200x300 > 200*200 pixels
-    assert r.status_code == 422 and "40000-pixel limit" in r.json()["error"]
+    assert r.status_code == 422 and "0.04 MP limit" in r.json()["error"]
     with runtime.database().session() as s:
         assert s.query(Job).count() == 0  # nothing half-recorded
 
