@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -635,3 +637,45 @@ def due_callbacks(session: Session, older_than: float, *, now: datetime | None =
     rows = session.execute(select(Job.id, Job.callback_due_at).where(Job.callback_due_at < cutoff)).all()
     return [job_id for job_id, due in rows if _updated(
         session, update(Job).where(Job.id == job_id, Job.callback_due_at == due).values(callback_due_at=now)) == 1]
+
+
+_log = logging.getLogger(__name__)
+
+
+@contextmanager
+def held(db: Database, what: str, renew: Callable[[Session], bool], release: Callable[[Session], None],
+         lease: float) -> Iterator[None]:
+    """Hold a claim under a lease of `lease` seconds (a variant's render, a publication): a thread
+    calls renew(session) every lease/3 s while the block runs, and stops once it returns False (the
+    claim was lost: taken back after it expired). If the block raises, release(session) gives the
+    claim back (so the task's retry can take it at once) and the error propagates. A renewal or a
+    release that fails (the database restarting) is logged: the next beat tries again, or the lease
+    expires and the sweeper takes the claim back. `what` names the claim in logs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(lease / 3):
+            try:
+                with db.session() as s:
+                    if not renew(s):
+                        _log.warning("%s: lease lost (taken back after it expired); not renewed", what)
+                        return
+            except Exception:
+                _log.warning("%s: lease renewal failed", what, exc_info=True)
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"lease {what}")
+    thread.start()
+    try:
+        yield
+    except BaseException:
+        stop.set()
+        thread.join()
+        try:
+            with db.session() as s:
+                release(s)
+        except Exception:
+            _log.warning("%s: could not give the claim back", what, exc_info=True)
+        raise
+    finally:
+        stop.set()
+        thread.join()

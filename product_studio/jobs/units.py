@@ -11,22 +11,18 @@ the Steps to take next; it enqueues nothing itself.
 from __future__ import annotations
 
 import json
-import logging
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy import select
 
 from .. import content_types, runtime
 from ..config import Settings, get_settings
 from ..db import (
-    Database,
     claim_variant,
     fail_asset,
     fail_variant,
     finish_variant,
+    held,
     maybe_finish_job,
     release_variant,
     renew_lease,
@@ -53,7 +49,6 @@ from ..presets import Target, get_target
 from . import masks
 from .steps import Step, callback
 
-log = logging.getLogger(__name__)
 
 
 def fetch_source(asset_id: str, settings: Settings) -> None:
@@ -165,41 +160,6 @@ def variant_step(variant_id: str, target: str, scene: str, settings: Settings | 
     return Step("variant", variant_id, plan_photo([get_target(target)], scene or None, settings).targets[0].generative)
 
 
-@contextmanager
-def _leased(db: Database, variant_id: str, attempt: int, lease: float) -> Iterator[None]:
-    """Keep claim number `attempt` of a variant: a thread renews its lease every lease/3 seconds
-    while the block runs. If the block raises, the claim is given back (the variant is pending
-    again, so the task's retry can claim it at once) and the error propagates."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(lease / 3):
-            try:
-                with db.session() as s:
-                    if not renew_lease(s, variant_id, attempt, lease=lease):
-                        log.warning("variant %s: lease lost (taken back after it expired); not renewed", variant_id)
-                        return
-            except Exception:  # the database may be restarting: the next beat tries again
-                log.warning("variant %s: lease renewal failed", variant_id, exc_info=True)
-
-    beat = threading.Thread(target=renew, daemon=True, name=f"lease-{variant_id}")
-    beat.start()
-    try:
-        yield
-    except BaseException:
-        stop.set()
-        beat.join()
-        try:
-            with db.session() as s:
-                release_variant(s, variant_id, attempt)
-        except Exception:  # the lease then expires and the sweeper takes it back
-            log.warning("variant %s: could not give the claim back", variant_id, exc_info=True)
-        raise
-    finally:
-        stop.set()
-        beat.join()
-
-
 def run_variant(variant_id: str, settings: Settings | None = None) -> list[Step]:
     """Render, export, check and store one variant; next: the job's completion callback, when
     this variant finished the job (exactly one caller gets it).
@@ -218,7 +178,9 @@ def run_variant(variant_id: str, settings: Settings | None = None) -> list[Step]
         if variant is None:
             return []  # settled by an earlier delivery, or being rendered under another's live lease
         attempt = variant.attempts
-    with _leased(db, variant_id, attempt, settings.requeue_after):
+    lease = settings.requeue_after
+    with held(db, f"variant {variant_id}", lambda s: renew_lease(s, variant_id, attempt, lease=lease),
+              lambda s: release_variant(s, variant_id, attempt), lease):
         return _render_variant(variant_id, settings)
 
 

@@ -23,16 +23,13 @@ uploaded again. Only a platform that has not listed the mark is sent the image.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .. import content_types, runtime
 from ..backoff import delay
 from ..config import Settings, get_settings
-from ..db import Database
+from ..db import Database, held
 from ..errors import Conflict, TransientError
 from ..jobs.steps import Step
 from ..models import (
@@ -208,40 +205,6 @@ def after_render(variant_id: str, settings: Settings | None = None) -> list[Step
 # --- the unit the task runs -----------------------------------------------------------------------
 
 
-@contextmanager
-def _leased(db: Database, publication_id: str, attempt: int, lease: float) -> Iterator[None]:
-    """Hold claim number `attempt`: a thread renews the lease every lease/3 s while the block runs,
-    so no other worker takes over a live one. If the block raises, the claim is given back (queued
-    again, for the task's retry or the sweeper) and the error propagates."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(lease / 3):
-            try:
-                with db.session() as s:
-                    if not records.renew(s, publication_id, attempt, lease=lease):
-                        return
-            except Exception:  # the database may be restarting: the next beat tries again
-                log.warning("publication %s: lease renewal failed", publication_id, exc_info=True)
-
-    beat = threading.Thread(target=renew, daemon=True, name=f"lease-{publication_id}")
-    beat.start()
-    try:
-        yield
-    except BaseException:
-        stop.set()
-        beat.join()
-        try:
-            with db.session() as s:
-                records.release(s, publication_id, attempt)
-        except Exception:
-            log.warning("publication %s: could not give the claim back", publication_id, exc_info=True)
-        raise
-    finally:
-        stop.set()
-        beat.join()
-
-
 def run_publication(publication_id: str, settings: Settings | None = None) -> list[Step]:
     """Publish one recorded publication, exactly once; nothing to enqueue after it.
 
@@ -268,7 +231,9 @@ def run_publication(publication_id: str, settings: Settings | None = None) -> li
         with db.session() as s:
             records.settle_failed(s, publication_id, f"{platform} store {store_name!r} is no longer configured")
         return []
-    with _leased(db, publication_id, attempt, settings.requeue_after):
+    lease = settings.requeue_after
+    with held(db, f"publication {publication_id}", lambda s: records.renew(s, publication_id, attempt, lease=lease),
+              lambda s: records.release(s, publication_id, attempt), lease):
         blobs = runtime.store(settings)
         link = blobs.url(key, settings.download_url_expires)
         image = Image(data=blobs.get(key), filename=marks.file_name(stem, pub.mark, content_types.extension_for(ctype)),
