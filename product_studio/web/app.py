@@ -88,7 +88,9 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        from .pages import validation_problems
+
+        problems = validation_problems(exc.errors())
         # Without the offending input and context: they may hold what JSON cannot carry (NaN,
         # bytes) or what should not be echoed back; loc and msg say what is wrong.
         detail = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in exc.errors()]

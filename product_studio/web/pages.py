@@ -211,6 +211,11 @@ def regenerate(request: Request, user: User, variant_id: str, scene: Annotated[s
     return back(f"/jobs/{job_id}#v-{new.id}")
 
 
+def validation_problems(errors: list[dict]) -> str:
+    """pydantic's errors as one line, "field.path: message; ...": what every door answers."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+
+
 def form_model(model: type[BaseModel], **fields: object) -> BaseModel:
     """A page form's fields validated by the JSON API's pydantic model for the same action, so
     pages and API share one validation (pydantic's, in lax mode: "12" is 12, "²" is refused).
@@ -218,8 +223,7 @@ def form_model(model: type[BaseModel], **fields: object) -> BaseModel:
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise HTTPException(422, problems) from None
+        raise HTTPException(422, validation_problems(exc.errors())) from None
 
 
 def _job_of(session, variant_id: str) -> str:

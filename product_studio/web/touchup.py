@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from .. import runtime
 from ..errors import BadInput
 from ..models import STAGE_FINAL, Asset, StageStatus
-from .pages import back, page
+from .pages import back, page, validation_problems
 from .schemas import MaskStrokes
 from .security import check_csrf, current_user
 
@@ -51,8 +51,7 @@ def _edit(doc: object):
     try:
         body = MaskStrokes.model_validate(doc)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise BadInput(f"the strokes are not valid: {problems}") from None
+        raise BadInput(f"the strokes are not valid: {validation_problems(exc.errors())}") from None
     return Edit.from_json(body.model_dump(mode="json"))
 
 
