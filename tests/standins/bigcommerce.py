@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import email.parser
 import email.policy
-import http.server
 import itertools
 import json
 import re
@@ -67,45 +66,15 @@ class BigCommerceStandIn(Server):
         self.reset_at = 0.0
         self.too_soon = 0
         self.bad_tokens = 0
-        outer = self
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def handle_any(self, method: str) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                path, _, query = self.path.partition("?")
-                if path.startswith("/cdn/"):
-                    data = outer.blobs.get(int(path.split("/")[-2])) if method == "GET" else None
-                    return self.reply(200 if data else 404, data or b"", "image/jpeg")
-                status, doc, headers = outer._api(method, path, query, self.headers, body)
-                self.reply(status, b"" if doc is None else json.dumps(doc).encode(), "application/json", headers)
-
-            def do_GET(self):
-                self.handle_any("GET")
-
-            def do_POST(self):
-                self.handle_any("POST")
-
-            def do_PUT(self):
-                self.handle_any("PUT")
-
-            def do_DELETE(self):
-                self.handle_any("DELETE")
-
-            def reply(self, status, data: bytes, ctype: str, headers: dict | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(Handler)
+    def answer(self, method, raw_path, headers, body):
+        path, _, query = raw_path.partition("?")
+        if path.startswith("/cdn/"):
+            data = self.blobs.get(int(path.split("/")[-2])) if method == "GET" else None
+            return 200 if data else 404, data or b"", {}, "image/jpeg"
+        status, doc, extra = self._api(method, path, query, headers, body)
+        return status, b"" if doc is None else doc, extra or {}, "application/json"
 
     # --- the test's side ------------------------------------------------------------------------
 

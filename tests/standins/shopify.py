@@ -33,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import email.parser
 import email.policy
-import http.server
 import itertools
 import json
 import re
@@ -145,56 +144,33 @@ class ShopifyStandIn(Server):
         self.too_soon = 0  # requests sent while the bucket was still empty after a THROTTLED answer
         self.bad_tokens = 0
         self.upload_problems: list[str] = []
-        outer = self
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def answer(self, method, raw_path, headers, body):
+        path = raw_path.split("?", 1)[0]
+        if method == "GET":
+            m = re.fullmatch(r"/cdn/(\d+)/(.+)", path)
+            media = self._media_by_id(int(m.group(1))) if m else None
+            return (200, media.data, {}, "image/jpeg") if media else self._json(404, {"errors": "Not Found"})
+        if method != "POST":
+            return self._json(404, {"errors": "Not Found"})
+        if path.startswith("/staged-uploads/"):
+            return self._json(*self._upload(path.rsplit("/", 1)[-1], headers, body))
+        m = re.fullmatch(r"/admin/api/([^/]+)/graphql\.json", path)
+        if not m or m.group(1) not in VERSIONS:
+            return self._json(404, {"errors": "Not Found"})
+        if headers.get("X-Shopify-Access-Token") != self.token:
+            self.bad_tokens += 1
+            return self._json(401, {"errors": "[API] Invalid API key or access token (unrecognized login "
+                                              "or wrong password)"})
+        if not (headers.get("Content-Type") or "").startswith("application/json"):
+            return self._json(400, {"errors": "Content-Type must be application/json"})
+        return self._json(*self._graphql(body))
 
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                path = self.path.split("?", 1)[0]
-                if path.startswith("/staged-uploads/"):
-                    return self.reply(*outer._upload(path.rsplit("/", 1)[-1], self.headers, body))
-                m = re.fullmatch(r"/admin/api/([^/]+)/graphql\.json", path)
-                if not m:
-                    return self.reply(404, {"errors": "Not Found"})
-                if m.group(1) not in VERSIONS:
-                    return self.reply(404, {"errors": "Not Found"})
-                if self.headers.get("X-Shopify-Access-Token") != outer.token:
-                    outer.bad_tokens += 1
-                    return self.reply(401, {"errors": "[API] Invalid API key or access token (unrecognized login "
-                                                      "or wrong password)"})
-                if not (self.headers.get("Content-Type") or "").startswith("application/json"):
-                    return self.reply(400, {"errors": "Content-Type must be application/json"})
-                self.reply(*outer._graphql(body))
-
-            def do_GET(self):
-                path = self.path.split("?", 1)[0]
-                m = re.fullmatch(r"/cdn/(\d+)/(.+)", path)
-                media = outer._media_by_id(int(m.group(1))) if m else None
-                if media is None:
-                    return self.reply(404, {"errors": "Not Found"})
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(media.data)))
-                self.end_headers()
-                self.wfile.write(media.data)
-
-            def reply(self, status: int, doc, headers: dict | None = None) -> None:
-                data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json" if not isinstance(doc, bytes) else "text/html")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(Handler)
+    @staticmethod
+    def _json(status: int, doc, headers: dict | None = None):
+        """An answer as the real Admin API gives it: JSON, or (bytes) the HTML of an error page."""
+        return status, doc, headers or {}, "text/html" if isinstance(doc, bytes) else "application/json"
 
     # --- the test's side ------------------------------------------------------------------------
 
