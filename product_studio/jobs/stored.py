@@ -5,8 +5,6 @@ data is corrupt past its header fails there with the reason."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .. import runtime
 from ..config import Settings, get_settings
 from ..content_keys import content_key
@@ -14,17 +12,8 @@ from ..db import AssetSpec
 from ..pipeline.ingest import probe_bytes
 from .submit import Submission, check_request, record
 
-
-@dataclass(frozen=True)
-class StoredUpload:
-    filename: str  # for display only
-    name: str  # output stem
-    sha256: str
-    source_key: str
-    width: int
-    height: int
-    title: str | None = None
-    category: str | None = None
+# An upload stored as it arrived is already what create_job records: its asset's description.
+StoredUpload = AssetSpec
 
 
 def store_upload(data: bytes, filename: str, *, title: str | None = None, category: str | None = None,
@@ -36,7 +25,8 @@ def store_upload(data: bytes, filename: str, *, title: str | None = None, catego
     blobs = runtime.store(settings)
     if not blobs.exists(key):
         blobs.put(key, data)
-    return StoredUpload(filename, probe.name, probe.sha256, key, probe.width, probe.height, title, category)
+    return StoredUpload(name=probe.name, filename=filename, sha256=probe.sha256, source_key=key, width=probe.width,
+                        height=probe.height, title=title, category=category)
 
 
 def submit_stored(uploads: list[StoredUpload], *, targets: list[str], scene: str | None = None, seed: int = 0,
@@ -47,7 +37,5 @@ def submit_stored(uploads: list[StoredUpload], *, targets: list[str], scene: str
     UnknownName (target, scene), BadInput (a callback to a refused address)."""
     settings = settings or get_settings()
     check_request(targets, scene, callback_url, settings=settings)
-    specs = [AssetSpec(name=u.name, filename=u.filename, sha256=u.sha256, source_key=u.source_key, width=u.width,
-                       height=u.height, title=u.title, category=u.category) for u in uploads]
-    return record(specs, [(u.title, u.category) for u in uploads], targets=targets, scene=scene, seed=seed,
+    return record(list(uploads), [(u.title, u.category) for u in uploads], targets=targets, scene=scene, seed=seed,
                   origin=origin, store_name=None, callback_url=callback_url, settings=settings)
