@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,11 +34,13 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = Field(3600, ge=1, description="redis: seconds before an unacked task is redelivered")
     storage_url: str | None = Field(None, description="path, file:///abs/path or s3://bucket/prefix?endpoint=...; "
                                                       "default <data_dir>/blobs")
-    storage_secret: SecretStr | None = Field(None, description="HMAC key for local download URLs (same on every "
-                                                               "machine); default: generated once in data_dir")
+    # Signing secrets: unset, each is generated once and kept in the database (runtime.secret).
+    storage_secret: SecretStr | None = Field(None, description="HMAC key for local download URLs; default: "
+                                                               "generated once, kept in the database")
     public_base_url: str | None = Field(None, description="e.g. https://studio.example.com; prefixes download URLs")
     download_url_expires: int = Field(3600, ge=1, le=604800)
-    callback_secret: SecretStr | None = Field(None, description="HMAC key for signed completion callbacks")
+    callback_secret: SecretStr | None = Field(None, description="HMAC key for signed completion callbacks; "
+                                                                "default: generated once, kept in the database")
     task_soft_time_limit: int = Field(600, ge=1, description="seconds before a task is asked to stop")
     task_time_limit: int = Field(720, ge=1, description="seconds before a task's process is killed")
     requeue_after: float = Field(900, gt=0, description="seconds untouched before unfinished work is re-enqueued")
@@ -104,8 +105,8 @@ class Settings(BaseSettings):
     cutout_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = one per core")
 
     # Web: admin sign-in and uploads
-    session_secret: SecretStr | None = Field(None, description="key signing session cookies (same on every web "
-                                                               "process); default: generated once in data_dir")
+    session_secret: SecretStr | None = Field(None, description="key signing session cookies; default: generated "
+                                                               "once, kept in the database")
     session_cookie_secure: bool = Field(True, description="Secure cookie flag: browsers send it over HTTPS (and "
                                                           "to localhost) only; false only behind plain-HTTP proxies")
     session_max_age: int = Field(12 * 3600, ge=60, description="seconds a sign-in lasts")
@@ -261,28 +262,6 @@ class Settings(BaseSettings):
         if self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return "memory://"
-
-    def secret(self, name: str = "storage") -> str:
-        """A signing secret: the configured one, or one generated once into data_dir (mode 0600)."""
-        configured = {"storage": self.storage_secret, "callback": self.callback_secret,
-                      "session": self.session_secret}.get(name)
-        if configured is not None:
-            return configured.get_secret_value()
-        path = self.data_dir / f".{name}-secret"
-        if not path.exists():
-            # Written aside and hard-linked into place: processes starting together agree on one secret.
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(tmp)
-        return path.read_text().strip()
 
     def apply_environment(self) -> None:
         """Export what third-party libraries read from the environment, before they are imported."""

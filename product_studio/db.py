@@ -60,6 +60,7 @@ from .models import (
     CallbackAttempt,
     Delivery,
     DeliveryStatus,
+    GeneratedSecret,
     Job,
     JobStatus,
     StageStatus,
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (tests/test_db.py checks it is Alembic's head). Knowing it lets every start
 # check the schema with one query and load Alembic (~0.4 s of imports) only when there is work.
-HEAD = "0009"
+HEAD = "0010"
 _MIGRATION_LOCK = 0x50535F4D  # PostgreSQL advisory lock key ("PS_M") held while migrating
 
 
@@ -679,3 +680,18 @@ def held(db: Database, what: str, renew: Callable[[Session], bool], release: Cal
     finally:
         stop.set()
         thread.join()
+
+
+def generated_secret(session: Session, name: str, propose: Callable[[], str]) -> str:
+    """The installation's generated secret `name` (storage, callback, session): the stored one, or
+    else `propose()` stored now. Processes proposing at once agree on one: the name is the primary
+    key, so the losers' inserts fail and they read the winner's (the caller commits)."""
+    found = session.get(GeneratedSecret, name)
+    if found is not None:
+        return found.value
+    try:
+        with session.begin_nested():  # a SAVEPOINT: losing the race must not undo the caller's work
+            session.add(GeneratedSecret(name=name, value=propose()))
+    except IntegrityError:
+        pass
+    return session.scalars(select(GeneratedSecret.value).where(GeneratedSecret.name == name)).one()

@@ -326,6 +326,18 @@ class ApiKey(Base):
     revoked_at: Mapped[dt.datetime | None]
 
 
+class GeneratedSecret(Base):
+    """A signing secret (storage, callback, session) generated once for the whole installation
+    when its setting is unset: in the database, so every machine that shares the database signs
+    and verifies with the same key (runtime.secret)."""
+
+    __tablename__ = "generated_secrets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class ProductState(Base):
     """What webhook intake last did for one product of one store: the newest update it took (older
     deliveries are stale) and the images it processed (unchanged ones are skipped)."""

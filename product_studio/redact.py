@@ -104,8 +104,8 @@ def _url_password(url: str | None) -> list[str]:
 
 def known_secrets(settings: Any) -> list[str]:
     """Every credential the settings hold or point to: the passwords inside the broker, database,
-    storage and rate-limit storage URLs, the signing secrets (storage, callback, session; only the
-    configured ones: generated ones are read from data_dir only when asked for), the webhook
+    storage and rate-limit storage URLs, the signing secrets (storage, callback, session; the
+    configured ones: generated ones stay in the database and nothing prints them), the webhook
     secrets and API tokens, and AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN from the environment."""
     found: list[str] = []
     for name in ("broker_url", "database_url", "storage_url", "rate_limit_storage", "bigcommerce_api_url"):

@@ -56,8 +56,9 @@ def deliver_callback(job_id: str, attempt: int, settings: Settings | None = None
     try:
         # Checked again (the name may resolve elsewhere by now) and sent to exactly the checked
         # addresses: no second lookup between the check and the POST (DNS rebinding).
-        status = post(url, body, {"Content-Type": "application/json",
-                                  HEADER: sign(settings.secret("callback"), body)}, settings, timeout=POST_TIMEOUT)
+        signature = sign(runtime.secret("callback", settings), body)
+        status = post(url, body, {"Content-Type": "application/json", HEADER: signature}, settings,
+                      timeout=POST_TIMEOUT)
     except BadInput as exc:
         with db.session() as s:
             log_callback(s, job_id, url=url, attempt=attempt, error=f"refused: {exc}")

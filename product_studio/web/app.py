@@ -59,8 +59,9 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
                   openapi_url=None,
                   description="Listing-ready product images from one photo. Authenticate with "
                               "`Authorization: Bearer <API key>`.")
-    app.add_middleware(SessionMiddleware, secret_key=settings.secret("session"), session_cookie="ps_session",
-                       max_age=settings.session_max_age, same_site="lax", https_only=settings.session_cookie_secure)
+    app.add_middleware(SessionMiddleware, secret_key=runtime.secret("session", settings),
+                       session_cookie="ps_session", max_age=settings.session_max_age, same_site="lax",
+                       https_only=settings.session_cookie_secure)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
 
     app.add_middleware(SecurityHeaders)
