@@ -135,6 +135,15 @@ def has_users(session: Session) -> bool:
     return session.scalar(select(User.id).limit(1)) is not None
 
 
+def password_is(session: Session, username: str, password: str) -> bool:
+    """Whether `password` is the user's password now, changing nothing (no sign-in is recorded)."""
+    user = session.scalar(select(User).where(User.username == username))
+    try:
+        return user is not None and _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 # --- API keys ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

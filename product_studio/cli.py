@@ -469,20 +469,33 @@ INITIAL_PASSWORD_FILE = "initial-admin-password"  # in data_dir, mode 0600, unti
 
 def _first_admin() -> None:
     """On a fresh installation, make the admin `admin` with a random password, kept in a 0600 file
-    in data_dir, so the pages can be opened at once; `users password admin` changes it."""
+    in data_dir, so the pages can be opened at once; `users password admin` changes it. Web doors
+    starting at once on one database make one admin (the others find it made). A password file
+    that no longer signs in (the password was changed, maybe from another machine) is removed."""
     import secrets
 
+    from sqlalchemy.exc import IntegrityError
+
     from . import runtime
-    from .auth import add_user, has_users
+    from .auth import add_user, has_users, password_is
     from .files import atomic_write_bytes
 
+    path = get_settings().data_dir / INITIAL_PASSWORD_FILE
     with runtime.database().session() as s:
         if has_users(s):
+            if path.is_file() and not password_is(s, "admin", path.read_text().strip()):
+                path.unlink(missing_ok=True)  # stale: it would only mislead
             return
-        password = secrets.token_urlsafe(12)
-        add_user(s, "admin", password)
-        path = get_settings().data_dir / INITIAL_PASSWORD_FILE
-        atomic_write_bytes(path, password.encode() + b"\n", mode=0o600)
+    password = secrets.token_urlsafe(12)
+    try:
+        with runtime.database().session() as s:
+            add_user(s, "admin", password)
+            # Written before the commit: an admin whose password nobody has must never exist.
+            atomic_write_bytes(path, password.encode() + b"\n", mode=0o600)
+    except (IntegrityError, BadInput):  # another web door made the first admin a moment ago
+        if path.is_file() and path.read_text().strip() == password:
+            path.unlink(missing_ok=True)
+        return
     _c.err.print(f"First start: sign in as [bold]admin[/bold] with the password in {path}")
 
 

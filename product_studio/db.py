@@ -85,10 +85,12 @@ class Database:
         self.url = make_url(url)
         if self.url.drivername in ("postgresql", "postgres"):
             self.url = self.url.set(drivername="postgresql+psycopg")  # not SQLAlchemy's psycopg2 default
+        # Both engines hide statement parameters in their errors: rows hold password hashes,
+        # generated signing secrets and webhook bodies, and errors reach logs, `doctor` and pages.
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url, busy_timeout, echo)
         else:  # pre-ping: pooled connections survive a server restart
-            self.engine = create_engine(self.url, pool_pre_ping=True, echo=echo)
+            self.engine = create_engine(self.url, pool_pre_ping=True, echo=echo, hide_parameters=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -172,6 +174,7 @@ def _sqlite_engine(url: URL, busy_timeout: float, echo: bool) -> Engine:
     engine = create_engine(
         url,
         echo=echo,
+        hide_parameters=True,  # see Database: errors never quote row values
         connect_args={"check_same_thread": False},  # sessions move between threads (web, tests)
         # A :memory: database lives in one connection: share it (tests only; no concurrency).
         poolclass=StaticPool if memory else None,

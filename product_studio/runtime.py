@@ -9,19 +9,26 @@ from __future__ import annotations
 import secrets
 import threading
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from .config import Settings, get_settings
 from .db import Database, generated_secret
-from .storage import BlobStore, open_store
+from .errors import ProductStudioError
+from .storage import BlobStore, is_local, open_store
 
 _handles: dict[str, object] = {}
 _lock = threading.Lock()
 
 
 def database(settings: Settings | None = None) -> Database:
+    """The database, migrated to head; its generated signing secrets are read (or made) here, once,
+    so that secret() never opens a second transaction inside a caller's (SQLite's writers queue)."""
     with _lock:
         if "db" not in _handles:
-            db = Database((settings or get_settings()).database)
+            settings = settings or get_settings()
+            db = Database(settings.database)
             db.upgrade()
+            _handles["secrets"] = _generated_secrets(db, settings)
             _handles["db"] = db
         return _handles["db"]  # type: ignore[return-value]
 
@@ -32,7 +39,9 @@ def store(settings: Settings | None = None) -> BlobStore:
     if found is not None:
         return found  # type: ignore[return-value]
     settings = settings or get_settings()
-    blobs = open_store(settings.storage, secret=secret("storage", settings), public_base_url=settings.public_base_url)
+    # Only local files sign their own links; an S3 store (its server signs) needs no database.
+    key = secret("storage", settings) if is_local(settings.storage) else ""
+    blobs = open_store(settings.storage, secret=key, public_base_url=settings.public_base_url)
     if hasattr(blobs, "ensure_bucket"):
         blobs.ensure_bucket()
     with _lock:
@@ -49,26 +58,33 @@ def secret(name: str, settings: Settings | None = None) -> str:
     machine sharing the database signs and verifies with the same key (db.generated_secret).
     The first time, a secret an older version generated into data_dir (`.NAME-secret`) is adopted
     instead of a new random one, so its links, callback receivers and sessions keep working.
-    Raises ValueError for another name."""
+    Raises ValueError for another name; ProductStudioError when the database cannot give it."""
     if name not in SECRET_NAMES:
         raise ValueError(f"no signing secret {name!r}: one of {', '.join(SECRET_NAMES)}")
     settings = settings or get_settings()
     configured = getattr(settings, f"{name}_secret")
     if configured is not None:
         return configured.get_secret_value()
+    database(settings)
     with _lock:
-        cached = _handles.get(f"secret {name}")
-    if cached is None:
+        return _handles["secrets"][name]  # type: ignore[index]
+
+
+def _generated_secrets(db: Database, settings: Settings) -> dict[str, str]:
+    def propose(name: str) -> str:
         legacy = settings.data_dir / f".{name}-secret"
+        return legacy.read_text().strip() if legacy.is_file() else secrets.token_hex(32)
 
-        def propose() -> str:
-            return legacy.read_text().strip() if legacy.is_file() else secrets.token_hex(32)
-
-        with database(settings).session() as s:
-            cached = generated_secret(s, name, propose)
-        with _lock:
-            _handles[f"secret {name}"] = cached
-    return cached  # type: ignore[return-value]
+    wanted = [n for n in SECRET_NAMES if getattr(settings, f"{n}_secret") is None]
+    if not wanted:
+        return {}
+    try:
+        with db.session() as s:
+            return {n: generated_secret(s, n, lambda n=n: propose(n)) for n in wanted}
+    except SQLAlchemyError as exc:
+        raise ProductStudioError(f"cannot read the generated signing secrets from the database: "
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]} (or set "
+                                 + ", ".join(f"PRODUCT_STUDIO_{n.upper()}_SECRET" for n in wanted) + ")") from exc
 
 
 def reset() -> None:

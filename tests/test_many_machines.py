@@ -194,11 +194,12 @@ def test_web_door_and_two_workers_share_no_disk(tmp_path, layout):
 
         def midway() -> dict | None:  # both workers busy on it, a quarter of the variants done
             doc = job()
+            if doc["status"] in ("done", "partial", "failed"):
+                pytest.fail(f"the job ended before a worker could be killed: {[w.tasks_done() for w in workers]}")
             busy = all(w.tasks_done() >= 3 for w in workers)
             return doc if busy and doc["progress"]["done"] >= expected // 4 else None
 
         doc = wait_for("both workers to work on the job", midway, machines)
-        assert doc["status"] not in ("done", "partial", "failed"), "the job ended before a worker could be killed"
         workers[0].kill()
         killed_at = {"worker1": workers[0].tasks_done(), "worker2": workers[1].tasks_done(),
                      "variants done": doc["progress"]["done"]}
@@ -340,3 +341,107 @@ def test_a_secret_an_older_version_generated_into_the_data_folder_is_kept(tmp_pa
     [first] = secrets_seen([data])
     assert first["session"] == "made-by-an-older-version"
     assert secrets_seen([data]) == [first]
+
+
+def test_a_fresh_process_opens_the_store_inside_a_transaction_at_once(tmp_path, monkeypatch):
+    """On SQLite a transaction holds the write lock from its first statement: the generated secrets
+    are read when the database is opened, so opening the store or signing a callback inside a
+    transaction (a job's document, a callback) does not wait 30 s for a lock it holds itself."""
+    from sqlalchemy import text
+
+    from product_studio import config, runtime
+
+    monkeypatch.setenv("PRODUCT_STUDIO_DATA_DIR", str(tmp_path / "data"))
+    for name in [k for k in os.environ if k.startswith("PRODUCT_STUDIO_") and k != "PRODUCT_STUDIO_DATA_DIR"]:
+        monkeypatch.delenv(name)
+    config.get_settings.cache_clear()
+    runtime.reset()
+    try:
+        with runtime.database().session() as s:
+            s.execute(text("UPDATE generated_secrets SET name = name"))  # a writer: the lock is held
+            started = time.monotonic()
+            runtime.store().put("probe/x.txt", b"x")
+            assert len(runtime.secret("callback")) == 64
+            assert time.monotonic() - started < 5
+    finally:
+        runtime.reset()
+        config.get_settings.cache_clear()
+
+
+def test_a_database_that_refuses_the_secret_says_so_without_printing_it(tmp_path):
+    """A read-only database cannot take the generated secret: `doctor` names the problem and the
+    setting that avoids it, and never shows the secret (errors never quote row values)."""
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
+    env["PRODUCT_STUDIO_DATA_DIR"] = str(data)
+    made = subprocess.run([sys.executable, "-c", "from product_studio import runtime; runtime.database()"],
+                          env={**env, "PRODUCT_STUDIO_SESSION_SECRET": "s", "PRODUCT_STUDIO_CALLBACK_SECRET": "c",
+                               "PRODUCT_STUDIO_STORAGE_SECRET": "t"}, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr  # migrated, with no generated secret in it
+    (data / ".storage-secret").write_text("PLANTED-old-storage-secret-31f\n")
+    env["PRODUCT_STUDIO_DATABASE_URL"] = f"sqlite:///file:{data / 'product-studio.db'}?mode=ro&uri=true"
+    out = subprocess.run([str(EXE), "doctor"], env=env, capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert "PLANTED" not in text and "31f" not in text
+    assert "generated signing secrets" in text and "PRODUCT_STUDIO_STORAGE_SECRET" in text, text[-2000:]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
+def test_web_doors_starting_at_once_make_one_first_admin(tmp_path, backend, request):
+    """Three web doors on one fresh database, each on its own data folder, start at once: none
+    crashes, one admin is made, and exactly one password file holds its password."""
+    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    if backend == "postgresql":
+        from sqlalchemy.engine import make_url
+
+        admin = request.getfixturevalue("postgres_admin")
+        schema = f"test_mm_{uuid.uuid4().hex[:12]}"
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+
+        def drop() -> None:
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+        request.addfinalizer(drop)
+        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        database_url = url.render_as_string(hide_password=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
+    env["PRODUCT_STUDIO_DATABASE_URL"] = database_url
+    folders = [tmp_path / f"web{i}" for i in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", "from product_studio.cli import _first_admin; _first_admin()"],
+                              env={**env, "PRODUCT_STUDIO_DATA_DIR": str(f)}, stderr=subprocess.PIPE, text=True)
+             for f in folders]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    files = [f / "initial-admin-password" for f in folders if (f / "initial-admin-password").exists()]
+    assert len(files) == 1, files
+    from product_studio.auth import password_is
+
+    db = Database(database_url)
+    try:
+        with db.session() as s:
+            assert password_is(s, "admin", files[0].read_text().strip())
+    finally:
+        db.dispose()
+
+
+def test_a_first_admin_password_changed_elsewhere_leaves_no_stale_file(tmp_path):
+    """`users password admin` run on another machine cannot remove the web door's password file;
+    the web door's next start does, as the password in it no longer signs in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
+    env["PRODUCT_STUDIO_DATABASE_URL"] = f"sqlite:///{tmp_path / 'shared.db'}"
+    first_admin = [sys.executable, "-c", "from product_studio.cli import _first_admin; _first_admin()"]
+    web = {**env, "PRODUCT_STUDIO_DATA_DIR": str(tmp_path / "web")}
+    subprocess.run(first_admin, env=web, check=True, capture_output=True, timeout=120)
+    password_file = tmp_path / "web" / "initial-admin-password"
+    subprocess.run(first_admin, env=web, check=True, capture_output=True, timeout=120)
+    assert password_file.exists()  # still the password: kept
+    changed = subprocess.run([str(EXE), "users", "password", "admin", "--password-stdin"], input="a new password 123\n",
+                             env={**env, "PRODUCT_STUDIO_DATA_DIR": str(tmp_path / "ops")}, capture_output=True,
+                             text=True, timeout=120)
+    assert changed.returncode == 0, changed.stderr
+    assert password_file.exists()  # another machine's disk
+    subprocess.run(first_admin, env=web, check=True, capture_output=True, timeout=120)
+    assert not password_file.exists()

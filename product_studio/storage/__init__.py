@@ -15,7 +15,13 @@ from ..content_keys import check_key, check_prefix, content_key
 from .base import MAX_URL_EXPIRES, BlobInfo, BlobReader, BlobStore, NotFound, check_expires
 
 __all__ = ["MAX_URL_EXPIRES", "BlobInfo", "BlobReader", "BlobStore", "NotFound", "check_expires", "check_key", "check_prefix",
-           "content_key", "open_store"]
+           "content_key", "is_local", "open_store"]
+
+
+def is_local(url: str) -> bool:
+    """Whether a storage URL names local files (a plain path or file://), whose download links
+    this process signs itself, rather than an object store that signs its own."""
+    return "://" not in url or urlsplit(url).scheme == "file"
 
 
 def open_store(url: str, *, secret: str, public_base_url: str | None = None) -> BlobStore:
@@ -32,17 +38,16 @@ def open_store(url: str, *, secret: str, public_base_url: str | None = None) -> 
       defaults to "path" when an endpoint is given (SeaweedFS, MinIO), else "auto".
       Opening touches no network: call `ensure_bucket()` once at start-up if needed.
     """
-    if "://" not in url:
+    if is_local(url):
         from product_studio.storage.local import LocalStore
 
-        return LocalStore(Path(url), secret, public_base_url)
-    parts = urlsplit(url)
-    if parts.scheme == "file":
+        if "://" not in url:
+            return LocalStore(Path(url), secret, public_base_url)
+        parts = urlsplit(url)
         if parts.netloc not in ("", "localhost") or parts.query:
             raise ValueError(f"storage URL {url!r}: use file:///absolute/path")
-        from product_studio.storage.local import LocalStore
-
         return LocalStore(Path(parts.path), secret, public_base_url)
+    parts = urlsplit(url)
     if parts.scheme == "s3":
         query = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=bool(parts.query)).items()}
         allowed = {"endpoint", "region", "access_key", "secret_key", "addressing"}
