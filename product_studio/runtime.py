@@ -65,17 +65,24 @@ def secret(name: str, settings: Settings | None = None) -> str:
     configured = getattr(settings, f"{name}_secret")
     if configured is not None:
         return configured.get_secret_value()
-    database(settings)
+    db = database(settings)
     with _lock:
-        return _handles["secrets"][name]  # type: ignore[index]
+        found = _handles["secrets"].get(name)  # type: ignore[attr-defined]
+    if found is None:  # the database was opened under settings that configured this one
+        found = _generated_secrets(db, settings, [name])[name]
+        with _lock:
+            _handles["secrets"][name] = found  # type: ignore[index]
+    return found
 
 
-def _generated_secrets(db: Database, settings: Settings) -> dict[str, str]:
+def _generated_secrets(db: Database, settings: Settings, names: list[str] | None = None) -> dict[str, str]:
+    """The generated secrets `names` (default: those the settings do not configure), from the
+    database, made there if new (db.generated_secret)."""
     def propose(name: str) -> str:
         legacy = settings.data_dir / f".{name}-secret"
         return legacy.read_text().strip() if legacy.is_file() else secrets.token_hex(32)
 
-    wanted = [n for n in SECRET_NAMES if getattr(settings, f"{n}_secret") is None]
+    wanted = names if names is not None else [n for n in SECRET_NAMES if getattr(settings, f"{n}_secret") is None]
     if not wanted:
         return {}
     try:
