@@ -51,6 +51,37 @@ SECRETS = {"PRODUCT_STUDIO_SESSION_SECRET": "shared-session-secret-0d1f",
 SUCCEEDED = re.compile(r"Task (\w+)\[[0-9a-f-]+\] succeeded")
 
 
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This environment without any PRODUCT_STUDIO_ setting, plus `settings` (full names)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}, **settings}
+
+
+def fresh_schema(request) -> str:
+    """The URL of a PostgreSQL schema of the test's own, dropped after it."""
+    from sqlalchemy.engine import make_url
+
+    admin = request.getfixturevalue("postgres_admin")
+    schema = f"test_mm_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+    request.addfinalizer(drop)
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
+def shared_database(request, tmp_path) -> str:
+    """One database for several processes: a SQLite file outside their data folders, or a
+    PostgreSQL schema."""
+    return fresh_schema(request) if request.param == "postgresql" else f"sqlite:///{tmp_path / 'shared.db'}"
+
+
 class Machine:
     """One process of Product Studio as if on a machine of its own: its own empty data folder,
     the shared settings in its environment, its own log."""
@@ -104,19 +135,14 @@ class Machine:
 
 
 @pytest.fixture
-def layout(tmp_path, postgres_admin, s3_endpoint):  # noqa: F811 (fixtures)
+def layout(request, tmp_path, s3_endpoint):  # noqa: F811 (a fixture)
     """Shared services and settings: (environment, database, blob store, callback receiver)."""
-    from sqlalchemy.engine import make_url
-
+    database_url = fresh_schema(request)
     redis = RedisServer(tmp_path)
     redis.start()
-    schema = f"test_mm_{uuid.uuid4().hex[:12]}"
-    with postgres_admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    database_url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
     receiver = Loopback()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
-    env.update({"PRODUCT_STUDIO_DATABASE_URL": database_url.render_as_string(hide_password=False),
+    env = clean_env()
+    env.update({"PRODUCT_STUDIO_DATABASE_URL": database_url,
                 "PRODUCT_STUDIO_BROKER_URL": redis.url,
                 "PRODUCT_STUDIO_STORAGE_URL": f"s3://{BUCKET}/mm-{uuid.uuid4().hex}?endpoint={s3_endpoint}",
                 "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, **SECRETS,
@@ -140,8 +166,6 @@ def layout(tmp_path, postgres_admin, s3_endpoint):  # noqa: F811 (fixtures)
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        with postgres_admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def wait_for(what: str, check, machines: list[Machine], timeout: float = 180):
@@ -290,9 +314,7 @@ SHOW_SECRETS = ("import json\nfrom product_studio import runtime\n"
 
 def secrets_seen(data_dirs: list[Path], database_url: str | None = None) -> list[dict[str, str]]:
     """The signing secrets each of several processes, started at once, one per data folder, signs with."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
-    if database_url:
-        env["PRODUCT_STUDIO_DATABASE_URL"] = database_url
+    env = clean_env(**({"PRODUCT_STUDIO_DATABASE_URL": database_url} if database_url else {}))
     procs = [subprocess.Popen([sys.executable, "-c", SHOW_SECRETS], env={**env, "PRODUCT_STUDIO_DATA_DIR": str(d)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for d in data_dirs]
     seen = []
@@ -303,30 +325,12 @@ def secrets_seen(data_dirs: list[Path], database_url: str | None = None) -> list
     return seen
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
-def test_generated_secrets_are_one_per_installation_not_per_machine(tmp_path, backend, request):
+def test_generated_secrets_are_one_per_installation_not_per_machine(tmp_path, shared_database):
     """With no secret configured, four processes on data folders of their own, sharing a database
     and starting at once, sign download links, callbacks and sessions with the same keys, and
     write none into their folders."""
-    if backend == "postgresql":
-        from sqlalchemy.engine import make_url
-
-        admin = request.getfixturevalue("postgres_admin")
-        schema = f"test_mm_{uuid.uuid4().hex[:12]}"
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-        def drop() -> None:
-            with admin.begin() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-
-        request.addfinalizer(drop)
-        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        database_url = url.render_as_string(hide_password=False)
-    else:
-        database_url = f"sqlite:///{tmp_path / 'shared.db'}"
     folders = [tmp_path / f"machine{i}" for i in range(4)]
-    seen = secrets_seen(folders, database_url)
+    seen = secrets_seen(folders, shared_database)
     assert all(s == seen[0] for s in seen), seen
     assert len(set(seen[0].values())) == 3 and all(len(v) == 64 for v in seen[0].values())
     assert not [p for f in folders if f.exists() for p in f.iterdir()]
@@ -372,8 +376,7 @@ def test_a_database_that_refuses_the_secret_says_so_without_printing_it(tmp_path
     """A read-only database cannot take the generated secret: `doctor` names the problem and the
     setting that avoids it, and never shows the secret (errors never quote row values)."""
     data = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
-    env["PRODUCT_STUDIO_DATA_DIR"] = str(data)
+    env = clean_env(PRODUCT_STUDIO_DATA_DIR=str(data))
     made = subprocess.run([sys.executable, "-c", "from product_studio import runtime; runtime.database()"],
                           env={**env, "PRODUCT_STUDIO_SESSION_SECRET": "s", "PRODUCT_STUDIO_CALLBACK_SECRET": "c",
                                "PRODUCT_STUDIO_STORAGE_SECRET": "t"}, capture_output=True, text=True, timeout=120)
@@ -386,28 +389,10 @@ def test_a_database_that_refuses_the_secret_says_so_without_printing_it(tmp_path
     assert "generated signing secrets" in text and "PRODUCT_STUDIO_STORAGE_SECRET" in text, text[-2000:]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
-def test_web_doors_starting_at_once_make_one_first_admin(tmp_path, backend, request):
+def test_web_doors_starting_at_once_make_one_first_admin(tmp_path, shared_database):
     """Three web doors on one fresh database, each on its own data folder, start at once: none
     crashes, one admin is made, and exactly one password file holds its password."""
-    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    if backend == "postgresql":
-        from sqlalchemy.engine import make_url
-
-        admin = request.getfixturevalue("postgres_admin")
-        schema = f"test_mm_{uuid.uuid4().hex[:12]}"
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-        def drop() -> None:
-            with admin.begin() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-
-        request.addfinalizer(drop)
-        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        database_url = url.render_as_string(hide_password=False)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
-    env["PRODUCT_STUDIO_DATABASE_URL"] = database_url
+    env = clean_env(PRODUCT_STUDIO_DATABASE_URL=shared_database)
     folders = [tmp_path / f"web{i}" for i in range(3)]
     procs = [subprocess.Popen([sys.executable, "-c", "from product_studio.cli import _first_admin; _first_admin()"],
                               env={**env, "PRODUCT_STUDIO_DATA_DIR": str(f)}, stderr=subprocess.PIPE, text=True)
@@ -419,7 +404,7 @@ def test_web_doors_starting_at_once_make_one_first_admin(tmp_path, backend, requ
     assert len(files) == 1, files
     from product_studio.auth import password_is
 
-    db = Database(database_url)
+    db = Database(shared_database)
     try:
         with db.session() as s:
             assert password_is(s, "admin", files[0].read_text().strip())
@@ -430,8 +415,7 @@ def test_web_doors_starting_at_once_make_one_first_admin(tmp_path, backend, requ
 def test_a_first_admin_password_changed_elsewhere_leaves_no_stale_file(tmp_path):
     """`users password admin` run on another machine cannot remove the web door's password file;
     the web door's next start does, as the password in it no longer signs in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
-    env["PRODUCT_STUDIO_DATABASE_URL"] = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = clean_env(PRODUCT_STUDIO_DATABASE_URL=f"sqlite:///{tmp_path / 'shared.db'}")
     first_admin = [sys.executable, "-c", "from product_studio.cli import _first_admin; _first_admin()"]
     web = {**env, "PRODUCT_STUDIO_DATA_DIR": str(tmp_path / "web")}
     subprocess.run(first_admin, env=web, check=True, capture_output=True, timeout=120)
