@@ -253,6 +253,8 @@ def test_api_job_review_regenerate_and_downloads(site, small_photo):
     variants = client.get(f"/api/v1/jobs/{job_id}/variants", headers=h).json()
     assert len(variants) == 4 and all(v["status"] == "done" and v["check"] == "pass" for v in variants)
     assert all(v["approved"] is None for v in variants)
+    nothing = client.get(f"/api/v1/jobs/{job_id}/approved.zip", headers=h)  # not an empty zip that looks fine
+    assert nothing.status_code == 409 and "approve some first" in nothing.json()["error"]
 
     first, second = variants[0]["id"], variants[1]["id"]
     assert client.post(f"/api/v1/variants/{first}/approve", headers=h).json()["approved"] is True

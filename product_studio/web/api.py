@@ -170,12 +170,14 @@ def download(variant_id: str) -> Response:
 
 
 @router.get("/jobs/{job_id}/approved.zip", summary="A zip of the job's approved variants",
-            responses={200: {"content": {"application/zip": {}}}})
+            responses={200: {"content": {"application/zip": {}}}, 409: {"description": "nothing approved yet"}})
 def download_approved(job_id: str) -> Response:
-    from .media import approved_zip
+    from .media import NO_APPROVED, approved_zip
 
     _job(job_id)
-    chunks, _ = approved_zip(job_id)
+    chunks, count = approved_zip(job_id)
+    if not count:  # an empty zip would look like a download that worked
+        raise HTTPException(409, NO_APPROVED)
     return StreamingResponse(chunks, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{job_id}-approved.zip"'})
 

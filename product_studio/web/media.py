@@ -119,6 +119,9 @@ def blob_response(reader, media_type: str | None, headers: dict[str, str] | None
                              headers={**(headers or {}), "Content-Length": str(reader.size)})
 
 
+NO_APPROVED = "no approved variants in this job yet: approve some first, then download the zip"
+
+
 def approved_zip(job_id: str) -> tuple[Iterator[bytes], int]:
     """A zip of the job's approved variants, one folder per photo, as chunks made while they are
     sent (each entry read from the store a chunk at a time, so memory stays flat whatever the

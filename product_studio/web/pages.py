@@ -242,11 +242,11 @@ def download(user: User, variant_id: str) -> Response:
 
 @router.get("/jobs/{job_id}/approved.zip")
 def download_approved(user: User, job_id: str) -> Response:
-    from .media import approved_zip, content_disposition
+    from .media import NO_APPROVED, approved_zip, content_disposition
 
     chunks, count = approved_zip(job_id)
     if not count:
-        raise HTTPException(404, "no approved variants yet: approve some first")
+        raise HTTPException(409, NO_APPROVED)
     return StreamingResponse(chunks, media_type="application/zip",
                     headers={"Content-Disposition": content_disposition(f"job-{job_id[:8]}-approved.zip")})
 
