@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -19,13 +20,25 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
 from .config import get_settings
 from .errors import BadInput, BadSetting, ProductStudioError
 from .naming import safe_stem, unique_names
 from .presets import TARGETS, get_target
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _Commands(TyperGroup):
+    """Every command's unhandled ProductStudioError (a database that cannot be reached, ...) is one
+    line and its exit code (errors.py), never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ProductStudioError as exc:
+            raise _fail(exc) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn product photos into listing-ready images.")
 
 
@@ -311,7 +324,10 @@ def check(
 
 
 @app.command()
-def doctor() -> None:
+def doctor(
+    web: Annotated[bool, typer.Option("--web", help="this machine runs only the web door (serve --no-worker): "
+                                                    "leave out the models, which only workers load")] = False,
+) -> None:
     """Say which models, backends and services are available, and why the others are not."""
     from .doctor import run_checks
 
@@ -320,7 +336,7 @@ def doctor() -> None:
         table.add_column(col, overflow="fold")
     worst = 0
     with _c.err.status("checking models, backends and services (about 10 s)…"):
-        checks = list(run_checks(get_settings()))
+        checks = list(run_checks(get_settings(), web_only=web))
     for c in checks:
         table.add_row(c.name, {"ok": "[green]ok[/green]", "warn": "[yellow]missing[/yellow]",
                                "fail": "[red]FAIL[/red]"}[c.status], escape(c.detail))
@@ -418,6 +434,10 @@ def worker(
     """Start a Celery worker on the configured broker (embedded by default)."""
     from tasks import app as celery_app
 
+    from . import runtime
+
+    runtime.database()  # unreachable: one line and exit 4 now, not a worker whose every sweep fails
+
     argv = ["worker", f"--queues={queues}", f"--pool={pool}", f"--loglevel={loglevel}", "--without-gossip",
             "--without-mingle"]
     if concurrency:
@@ -458,7 +478,7 @@ def serve(
 
     try:
         # Read deadlines and forwarded headers from the settings (web/server.py).
-        uvicorn.run(create_app(on_shutdown=stop_worker), host=host, port=port, log_level="info",
+        uvicorn.run(create_app(on_shutdown=stop_worker, worker_here=worker), host=host, port=port, log_level="info",
                     **uvicorn_options(get_settings()))
     finally:
         stop_worker()

@@ -177,15 +177,20 @@ def _workers(settings: Settings) -> Check:
 CHECKS: tuple[Callable[[Settings], Check | Iterator[Check]], ...] = (
     _cutout, _onnxruntime, _torch, _edges, _scenes, _scene_backends, _database, _broker, _workers, _storage,
 )
+# What only a machine that renders needs: a web door on a machine of its own loads no model.
+MODEL_CHECKS = (_cutout, _onnxruntime, _torch, _edges, _scene_backends)
 
 
-def run_checks(settings: Settings) -> Iterator[Check]:
-    """Every check's lines, in order. Each detail is redacted (product_studio/redact.py): no
-    password, secret key or token from a URL or the settings reaches the terminal or the web
-    Status page, also when a failing library quotes one in its exception. Never raises."""
+def run_checks(settings: Settings, *, web_only: bool = False) -> Iterator[Check]:
+    """Every check's lines, in order; `web_only` leaves out MODEL_CHECKS (the web door's machine in
+    the production layout). Each detail is redacted (product_studio/redact.py): no password, secret
+    key or token from a URL or the settings reaches the terminal or the web Status page, also
+    when a failing library quotes one in its exception. Never raises."""
     settings.apply_environment()
     secrets = known_secrets(settings)
     for check in CHECKS:
+        if web_only and check in MODEL_CHECKS:
+            continue
         try:
             with warnings.catch_warnings():  # third-party import chatter (timm, torch.jit) is not ours to show
                 warnings.simplefilter("ignore")
@@ -197,7 +202,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
             yield Check(c.name, c.status, redact(c.detail, secrets))
 
 
-if __name__ == "__main__":  # `python -m product_studio.doctor --jsonl`: the web Status page's source
+if __name__ == "__main__":  # `python -m product_studio.doctor --jsonl [--web]`: the web Status page's source
     import dataclasses
     import json
     import sys
@@ -206,7 +211,7 @@ if __name__ == "__main__":  # `python -m product_studio.doctor --jsonl`: the web
     from .errors import BadSetting
 
     try:
-        found = run_checks(get_settings())
+        found = run_checks(get_settings(), web_only="--web" in sys.argv)
     except BadSetting as exc:  # the Status page shows it as its one failing check
         found = iter([Check("settings", "fail", str(exc))])
     for c in found:  # one line per check as soon as it is known: the page shows them as they come

@@ -9,11 +9,12 @@ from __future__ import annotations
 import secrets
 import threading
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from .config import Settings, get_settings
 from .db import Database, generated_secret
-from .errors import ProductStudioError
+from .errors import ProductStudioError, TransientError
+from .redact import redact_url
 from .storage import BlobStore, is_local, open_store
 
 _handles: dict[str, object] = {}
@@ -27,7 +28,12 @@ def database(settings: Settings | None = None) -> Database:
         if "db" not in _handles:
             settings = settings or get_settings()
             db = Database(settings.database)
-            db.upgrade()
+            try:
+                db.upgrade()
+            except OperationalError as exc:  # cannot connect (down, wrong host or port): may come back
+                db.dispose()
+                raise TransientError(f"the database {redact_url(settings.database)} cannot be reached: "
+                                     f"{_first_line(exc)} (PRODUCT_STUDIO_DATABASE_URL)") from exc
             _handles["secrets"] = _generated_secrets(db, settings)
             _handles["db"] = db
         return _handles["db"]  # type: ignore[return-value]
@@ -90,8 +96,14 @@ def _generated_secrets(db: Database, settings: Settings, names: list[str] | None
             return {n: generated_secret(s, n, lambda n=n: propose(n)) for n in wanted}
     except SQLAlchemyError as exc:
         raise ProductStudioError(f"cannot read the generated signing secrets from the database: "
-                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]} (or set "
+                                 f"{type(exc).__name__}: {_first_line(exc)} (or set "
                                  + ", ".join(f"PRODUCT_STUDIO_{n.upper()}_SECRET" for n in wanted) + ")") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    """The driver's own message: SQLAlchemy's first line, without its "(driver.Error)" prefix."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
 
 
 def reset() -> None:

@@ -16,8 +16,11 @@ import threading
 from collections.abc import Callable
 
 from celery.signals import worker_ready, worker_shutting_down
+from kombu.exceptions import OperationalError as BrokerUnreachable
+from sqlalchemy.exc import OperationalError as DatabaseUnreachable
 
 from product_studio.config import get_settings
+from product_studio.errors import TransientError
 from product_studio.jobs import Step
 from product_studio.jobs.recovery import due_callbacks, keep_alive, lost_work
 
@@ -91,12 +94,16 @@ SWEEPS: list[Callable[[float], int]] = [sweep_assets, sweep_callbacks]
 
 
 def sweep_once(older_than: float) -> int:
-    """Run every sweep once; how many items were re-enqueued in all."""
+    """Run every sweep once; how many items were re-enqueued in all. A database or broker that
+    cannot be reached is one line per round, not a traceback per sweep."""
     found = 0
     for sweep in SWEEPS:
         try:
             found += sweep(older_than)
-        except Exception:  # the broker or database may be restarting: try again next round
+        except (DatabaseUnreachable, BrokerUnreachable, OSError, TransientError) as exc:  # restarting: try again next round
+            log.warning("lost-work sweep skipped this round: %s", str(exc).strip().splitlines()[0])
+            break
+        except Exception:
             log.exception("%s failed", sweep.__name__)
     return found
 

@@ -106,6 +106,41 @@ def test_exit_codes_mean_what_the_readme_says(tmp_path, coffee_rgb, photo_bytes)
     assert r.returncode == 4 and "another batch is writing to this folder" in " ".join(r.stderr.split())
 
 
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["serve", "--no-worker", "--port", "1"], ["worker"]])
+def test_a_database_that_cannot_be_reached_is_one_line_and_exit_4(tmp_path, command):
+    """Every command that needs the database, the web door and a worker included: one line naming
+    the database (its password hidden) and the setting, exit 4; no traceback, no worker that
+    starts only to fail every sweep."""
+    down = {"PRODUCT_STUDIO_DATABASE_URL": "postgresql://studio:hunter2@127.0.0.1:1/studio"}
+    r = run(*command, env=down, tmp_path=tmp_path)
+    message = " ".join(r.stderr.split())
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "hunter2" not in r.stdout + r.stderr
+    assert "the database postgresql://studio:***@127.0.0.1:1/studio cannot be reached" in message
+    assert "PRODUCT_STUDIO_DATABASE_URL" in message
+
+
+def test_a_worker_whose_database_goes_away_logs_one_line_a_round(monkeypatch, tmp_path, caplog):
+    """The sweeper of a running worker whose database went away: a warning a round, no tracebacks."""
+    from product_studio import config, runtime
+
+    monkeypatch.setenv("PRODUCT_STUDIO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PRODUCT_STUDIO_DATABASE_URL", "postgresql://studio:hunter2@127.0.0.1:1/studio")
+    config.get_settings.cache_clear()
+    runtime.reset()
+    from tasks import sweeper
+
+    try:
+        with caplog.at_level("WARNING", logger=sweeper.log.name):
+            assert sweeper.sweep_once(60) == 0
+    finally:
+        config.get_settings.cache_clear()
+        runtime.reset()
+    records = [r for r in caplog.records if r.name == sweeper.log.name]
+    assert len(records) == 1 and records[0].exc_info is None, [r.getMessage() for r in records]
+    assert "cannot be reached" in records[0].getMessage() and "hunter2" not in records[0].getMessage()
+
 def test_white_background_variants_carry_no_scene_in_their_names(monkeypatch, tmp_path, coffee_rgb, photo_bytes):
     from fastapi.testclient import TestClient
 
@@ -182,6 +217,31 @@ def test_a_refused_private_address_names_the_setting_that_allows_it():
     with pytest.raises(BadInput, match="PRODUCT_STUDIO_FETCH_ALLOW=10.1.2.3"):
         fetch_image("http://10.1.2.3/cup.jpg", Settings())
 
+
+
+def test_the_web_doors_machine_is_not_failed_for_models_only_workers_load(monkeypatch, tmp_path):
+    """In the production layout the web door's machine has no models: `doctor --web` and the
+    Status page of `serve --no-worker` leave the model checks out instead of failing them (exit 3),
+    and still check the services."""
+    empty = {"PRODUCT_STUDIO_MODEL_DIR": str(tmp_path / "no-models")}
+    assert run("doctor", env=empty, tmp_path=tmp_path).returncode == 3
+    r = run("doctor", "--web", env=empty | {"COLUMNS": "200"}, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cutout model" not in r.stdout and "torch" not in r.stdout
+    assert all(name in r.stdout for name in ("database", "broker", "storage"))
+
+    from fastapi.testclient import TestClient
+
+    from product_studio.web import pages
+    from product_studio.web.app import create_app
+    from tests.web_helpers import fresh_app, sign_in
+
+    fresh_app(monkeypatch, tmp_path, model_dir=str(tmp_path / "no-models"))
+    pages._status_cache.clear()  # noqa: SLF001
+    client = TestClient(create_app(worker_here=False), base_url="https://testserver")
+    sign_in(client)
+    html = client.get("/status").text
+    assert "cutout model" not in html and "database" in html and "storage" in html
 
 def test_doctor_tells_the_truth_quietly(tmp_path):
     """Doctor says the generative scenes would fail when their models cannot be had, lists the

@@ -373,6 +373,38 @@ def test_s3_wrong_credentials_are_not_retried(s3_endpoint):
     assert not isinstance(info.value, TransientError)
 
 
+
+@pytest.mark.service
+def test_s3_wrong_secret_at_start_names_the_credentials_not_a_bucket_to_create(s3_endpoint):
+    """The bucket exists; the secret key is wrong: opening the store says the credentials were
+    refused and which settings hold them (it used to report a failed bucket creation)."""
+    from product_studio.storage.s3 import S3Store
+
+    s = S3Store(BUCKET, endpoint_url=s3_endpoint, access_key=ACCESS_KEY, secret_key="wrong")
+    with pytest.raises(ProductStudioError) as info:
+        s.ensure_bucket()
+    message = str(info.value)
+    assert f"open bucket {BUCKET}" in message and "AWS_SECRET_ACCESS_KEY" in message, message
+    assert "create bucket" not in message
+
+
+@pytest.mark.service
+def test_s3_links_are_signed_for_the_public_endpoint(s3_endpoint, monkeypatch):
+    """Workers reach the server at `endpoint`; download links carry `public_endpoint`, the name
+    their readers use (here the same server as localhost), and work there."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    s = open_store(f"s3://{BUCKET}/pub-{uuid.uuid4().hex[:8]}?endpoint={s3_endpoint}&public_endpoint={public}",
+                   secret=SECRET)
+    s.put("v.png", b"png bytes", "image/png")
+    url = s.url("v.png")
+    assert url.startswith(f"{public}/{BUCKET}/"), url
+    r = httpx.get(url, timeout=10)
+    assert r.status_code == 200 and r.content == b"png bytes"
+    plain = open_store(f"s3://{BUCKET}/x?endpoint={s3_endpoint}", secret=SECRET)
+    assert plain.url("v.png").startswith(f"{s3_endpoint}/{BUCKET}/")
+
 def test_s3_unreachable_server_is_transient():
     from product_studio.storage.s3 import S3Store
 

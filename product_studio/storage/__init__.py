@@ -36,6 +36,9 @@ def open_store(url: str, *, secret: str, public_base_url: str | None = None) -> 
       values, as AWS secrets may hold "+" and "/"). `region` defaults to boto3's own, then
       us-east-1. `addressing`
       defaults to "path" when an endpoint is given (SeaweedFS, MinIO), else "auto".
+      `public_endpoint` (e.g. https://files.example.com) is the address download links are signed
+      for, when browsers and callback receivers reach the server by another name than `endpoint`
+      (a private address); the server must see that name as the request's Host (SigV4 signs it).
       Opening touches no network: call `ensure_bucket()` once at start-up if needed.
     """
     if is_local(url):
@@ -50,7 +53,7 @@ def open_store(url: str, *, secret: str, public_base_url: str | None = None) -> 
     parts = urlsplit(url)
     if parts.scheme == "s3":
         query = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=bool(parts.query)).items()}
-        allowed = {"endpoint", "region", "access_key", "secret_key", "addressing"}
+        allowed = {"endpoint", "public_endpoint", "region", "access_key", "secret_key", "addressing"}
         if unknown := set(query) - allowed:
             raise ValueError(f"storage URL: unknown s3 option(s) {sorted(unknown)}; known: {sorted(allowed)}")
         if not parts.netloc:
@@ -65,5 +68,6 @@ def open_store(url: str, *, secret: str, public_base_url: str | None = None) -> 
             access_key=query.get("access_key"),
             secret_key=query.get("secret_key"),
             addressing=query.get("addressing"),
+            public_endpoint_url=query.get("public_endpoint"),
         )
     raise ValueError(f"unsupported storage URL scheme {parts.scheme!r}; use a path, file:// or s3://")

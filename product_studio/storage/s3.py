@@ -20,6 +20,8 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 _RETRYABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
               "ServiceUnavailable"}
 
+_REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403"}
+
 _session_lock = threading.Lock()
 
 
@@ -41,6 +43,9 @@ def _errors(what: str, key: str | None = None):
         if key is not None and code in _MISSING:
             raise NotFound(key) from None
         msg = f"S3 {what}: {code or status} {err.get('Message') or ''}".rstrip()
+        if status == 403 or code in _REFUSED:
+            msg += (": the credentials were refused or may not do this (AWS_ACCESS_KEY_ID / "
+                    "AWS_SECRET_ACCESS_KEY, or the storage URL's access_key and secret_key)")
         if status >= 500 or code in _RETRYABLE:
             raise TransientError(msg) from e
         # Missing bucket, denied access, bad credentials: configuration, so no retry.
@@ -63,6 +68,7 @@ class S3Store:
         secret_key: str | None = None,
         addressing: str | None = None,
         max_attempts: int = 3,
+        public_endpoint_url: str | None = None,
     ):
         prefix = prefix.strip("/")
         if prefix:
@@ -83,14 +89,14 @@ class S3Store:
         with _session_lock:  # creating clients from one session is not thread-safe
             # No region given: boto3's own (AWS_REGION, AWS_DEFAULT_REGION, profile), else us-east-1.
             self.region = region or _session().region_name or "us-east-1"
-            self.client = _session().client(
-                "s3",
-                endpoint_url=endpoint_url,
-                region_name=self.region,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                config=config,
-            )
+            clients = {endpoint: _session().client("s3", endpoint_url=endpoint, region_name=self.region,
+                                                   aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                                                   config=config)
+                       for endpoint in {endpoint_url, public_endpoint_url or endpoint_url}}
+        self.client = clients[endpoint_url]
+        # Download links are signed for the address their readers use: a server on a private
+        # network is reached by browsers and callback receivers through a public name or proxy.
+        self.signer = clients[public_endpoint_url or endpoint_url]
 
     def __repr__(self) -> str:
         return f"S3Store({self.bucket!r}, {self.prefix!r}, endpoint_url={self.client.meta.endpoint_url!r})"
@@ -100,13 +106,14 @@ class S3Store:
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (safe when many workers race to do it)."""
-        with _errors(f"create bucket {self.bucket}"):
+        with _errors(f"open bucket {self.bucket}"):
             try:
                 self.client.head_bucket(Bucket=self.bucket)
                 return
             except ClientError as e:
                 if e.response["Error"]["Code"] not in _MISSING | {"NoSuchBucket"}:
                     raise
+        with _errors(f"create bucket {self.bucket}"):
             extra = {} if self.region == "us-east-1" else {
                 "CreateBucketConfiguration": {"LocationConstraint": self.region}}
             try:
@@ -152,7 +159,7 @@ class S3Store:
         # Signed locally with the client's credentials; no request is made.
         name = self._name(key)
         with _errors(f"presign {self.bucket}/{name}"):
-            return self.client.generate_presigned_url(
+            return self.signer.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=check_expires(expires)
             )
 

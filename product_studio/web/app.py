@@ -39,9 +39,10 @@ _SECURITY_HEADERS = {
 }
 
 
-def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+def create_app(on_shutdown: Callable[[], None] | None = None, *, worker_here: bool = True) -> FastAPI:
     """`on_shutdown` runs when the server stops (uvicorn re-raises SIGTERM afterwards, so a
-    caller's `finally` would never run)."""
+    caller's `finally` would never run). `worker_here`: a worker runs on this machine (serve's
+    own), so the Status page checks the models too; the web door alone loads none."""
     settings = get_settings()
 
     @asynccontextmanager
@@ -59,6 +60,7 @@ def create_app(on_shutdown: Callable[[], None] | None = None) -> FastAPI:
                   openapi_url=None,
                   description="Listing-ready product images from one photo. Authenticate with "
                               "`Authorization: Bearer <API key>`.")
+    app.state.worker_here = worker_here
     app.add_middleware(SessionMiddleware, secret_key=runtime.secret("session", settings),
                        session_cookie="ps_session", max_age=settings.session_max_age, same_site="lax",
                        https_only=settings.session_cookie_secure)

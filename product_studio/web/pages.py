@@ -315,16 +315,18 @@ STATUS_TTL = 30.0
 STATUS_TIMEOUT = 120.0  # s the checks may take in all
 
 
-async def doctor_checks() -> AsyncIterator[dict]:
+async def doctor_checks(web_only: bool = False) -> AsyncIterator[dict]:
     """`product-studio doctor`'s checks, each as soon as the child process reports it (`--jsonl`):
-    the checks import torch and the models' runtimes, which this web process never loads. Cached
-    for STATUS_TTL seconds. Never raises: a child that fails or hangs is itself a failing check."""
+    the checks import torch and the models' runtimes, which this web process never loads; with
+    `web_only`, no model checks (`--web`: no worker on this machine). Cached for STATUS_TTL
+    seconds. Never raises: a child that fails or hangs is itself a failing check."""
     if _status_cache and time.monotonic() - float(_status_cache["at"]) < STATUS_TTL:  # type: ignore[arg-type]
         for check in _status_cache["checks"]:  # type: ignore[attr-defined]
             yield check
         return
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "product_studio.doctor", "--jsonl",
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+                                                *(["--web"] if web_only else []), stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.DEVNULL)
     deadline = time.monotonic() + STATUS_TIMEOUT
     checks: list[dict] = []
     try:
@@ -362,7 +364,7 @@ async def status(request: Request, user: User) -> Response:
 
     async def body() -> AsyncIterator[str]:
         yield head
-        async for check in doctor_checks():
+        async for check in doctor_checks(web_only=not request.app.state.worker_here):
             yield row.render(c=check)
         yield tail
 
