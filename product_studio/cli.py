@@ -54,7 +54,7 @@ def _settings_first() -> None:
 
 
 def _names_known(settings) -> None:
-    """The settings that name things (models, detector, stores file) name things that exist:
+    """The settings that name things (models, detector, stores file, storage URL) name things that exist:
     BadSetting with the variable, the value and the choices otherwise. Cheap: registries and one
     TOML file, no model loaded."""
     from .backends.registry import EDGE_DETECTORS, cutout_members
@@ -68,10 +68,17 @@ def _names_known(settings) -> None:
         from .webhooks.stores import stores
 
         checks.append(("STORES_FILE", str(settings.stores_file), lambda: stores(settings)))
+    if settings.storage_url:
+        from .redact import redact_url
+        from .storage import open_store
+
+        # Parsed only (no request): a malformed URL or endpoint is a bad setting, not a traceback later.
+        checks.append(("STORAGE_URL", redact_url(settings.storage_url), lambda: open_store(settings.storage_url,
+                                                                                           secret="")))
     for name, value, check in checks:
         try:
             check()
-        except ProductStudioError as exc:
+        except (ProductStudioError, ValueError) as exc:
             raise BadSetting(f"bad setting: PRODUCT_STUDIO_{name}={value!r}: {exc}") from None
 
 

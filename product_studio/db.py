@@ -167,6 +167,26 @@ class Database:
         self.engine.dispose()
 
 
+
+_SERVER_COMING_BACK = ("starting up", "shutting down", "in recovery", "too many clients")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a database error means the server could not be reached or is restarting (down, wrong
+    host or port, a dropped connection): worth waiting for, unlike a refused role or password, a
+    missing database, a schema or file problem. PostgreSQL SQLSTATE classes 08 (connection
+    exception) and 57P (shutdown, cannot connect now); a connection that failed has no SQLSTATE
+    in psycopg, so its message says whether the server answered ("FATAL:") and why."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", "")  # SQLite's errors have none: a file, never a server
+    if state is None:
+        message = str(exc.orig)
+        return "FATAL:" not in message or any(reason in message for reason in _SERVER_COMING_BACK)
+    return state.startswith(("08", "57P"))
+
 def _sqlite_engine(url: URL, busy_timeout: float, echo: bool) -> Engine:
     memory = url.database in (None, "", ":memory:")
     if not memory and not url.query.get("uri"):

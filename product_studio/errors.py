@@ -36,6 +36,14 @@ class BadSetting(BadInput):
     message names the variable, the value (never a secret's) and what is accepted."""
 
 
+class Misconfigured(ProductStudioError):
+    """The service's own settings cannot work: storage credentials refused, a database that answers
+    but cannot be used. Not the request's fault (HTTP 500), not an outage that may pass (no retry):
+    the message names the setting to fix, and the CLI exits 2 as for any bad setting."""
+
+    exit_code = 2
+
+
 class UnknownName(BadInput):
     """A target, scene, detector or backend name that does not exist."""
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import secrets
 import threading
 
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .config import Settings, get_settings
-from .db import Database, generated_secret
-from .errors import ProductStudioError, TransientError
+from .db import Database, generated_secret, unreachable
+from .errors import Misconfigured, TransientError
 from .redact import redact_url
 from .storage import BlobStore, is_local, open_store
 
@@ -30,10 +30,15 @@ def database(settings: Settings | None = None) -> Database:
             db = Database(settings.database)
             try:
                 db.upgrade()
-            except OperationalError as exc:  # cannot connect (down, wrong host or port): may come back
+            except DBAPIError as exc:
                 db.dispose()
-                raise TransientError(f"the database {redact_url(settings.database)} cannot be reached: "
-                                     f"{_first_line(exc)} (PRODUCT_STUDIO_DATABASE_URL)") from exc
+                where = f"the database {redact_url(settings.database)}"
+                if unreachable(exc):  # down or restarting: may come back (exit 4)
+                    raise TransientError(f"{where} cannot be reached: {_first_line(exc)} "
+                                         "(PRODUCT_STUDIO_DATABASE_URL)") from exc
+                # Refused role or password, no such database, a schema or file problem: a setting to fix.
+                raise Misconfigured(f"{where} cannot be used: {_first_line(exc)} "
+                                 "(PRODUCT_STUDIO_DATABASE_URL)") from exc
             _handles["secrets"] = _generated_secrets(db, settings)
             _handles["db"] = db
         return _handles["db"]  # type: ignore[return-value]
@@ -64,7 +69,7 @@ def secret(name: str, settings: Settings | None = None) -> str:
     machine sharing the database signs and verifies with the same key (db.generated_secret).
     The first time, a secret an older version generated into data_dir (`.NAME-secret`) is adopted
     instead of a new random one, so its links, callback receivers and sessions keep working.
-    Raises ValueError for another name; ProductStudioError when the database cannot give it."""
+    Raises ValueError for another name; Misconfigured when the database cannot give it."""
     if name not in SECRET_NAMES:
         raise ValueError(f"no signing secret {name!r}: one of {', '.join(SECRET_NAMES)}")
     settings = settings or get_settings()
@@ -95,7 +100,7 @@ def _generated_secrets(db: Database, settings: Settings, names: list[str] | None
         with db.session() as s:
             return {n: generated_secret(s, n, lambda n=n: propose(n)) for n in wanted}
     except SQLAlchemyError as exc:
-        raise ProductStudioError(f"cannot read the generated signing secrets from the database: "
+        raise Misconfigured(f"cannot read the generated signing secrets from the database: "
                                  f"{type(exc).__name__}: {_first_line(exc)} (or set "
                                  + ", ".join(f"PRODUCT_STUDIO_{n.upper()}_SECRET" for n in wanted) + ")") from exc
 

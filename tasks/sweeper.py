@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from celery.signals import worker_ready, worker_shutting_down
 from kombu.exceptions import OperationalError as BrokerUnreachable
-from sqlalchemy.exc import OperationalError as DatabaseUnreachable
 
 from product_studio.config import get_settings
+from product_studio.db import unreachable
 from product_studio.errors import TransientError
 from product_studio.jobs import Step
 from product_studio.jobs.recovery import due_callbacks, keep_alive, lost_work
@@ -94,17 +94,20 @@ SWEEPS: list[Callable[[float], int]] = [sweep_assets, sweep_callbacks]
 
 
 def sweep_once(older_than: float) -> int:
-    """Run every sweep once; how many items were re-enqueued in all. A database or broker that
-    cannot be reached is one line per round, not a traceback per sweep."""
-    found = 0
+    """Run every sweep once; how many items were re-enqueued in all. Each sweep runs whatever the
+    others did; a database or broker that cannot be reached (restarting: the next round tries
+    again) is one line a round, anything else a traceback."""
+    found, away = 0, []
     for sweep in SWEEPS:
         try:
             found += sweep(older_than)
-        except (DatabaseUnreachable, BrokerUnreachable, OSError, TransientError) as exc:  # restarting: try again next round
-            log.warning("lost-work sweep skipped this round: %s", str(exc).strip().splitlines()[0])
-            break
-        except Exception:
-            log.exception("%s failed", sweep.__name__)
+        except Exception as exc:
+            if isinstance(exc, (BrokerUnreachable, OSError, TransientError)) or unreachable(exc):
+                away.append(f"{sweep.__name__}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}")
+            else:
+                log.exception("%s failed", sweep.__name__)
+    if away:
+        log.warning("lost-work sweeps skipped this round (%s)", "; ".join(away))
     return found
 
 

@@ -41,6 +41,7 @@ def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(tmp_path, variable,
     ("DIFFUSION_KIND", "sd3", "sd15|sdxl"),
     ("DEVICE", "tpu", "cuda"),
     ("STORES_FILE", "/nonexistent/stores.toml", "stores file /nonexistent/stores.toml"),
+    ("STORAGE_URL", "s3://bucket?public_endpoint=files.example.com", "public_endpoint must be http(s)://host"),
 ])
 def test_settings_that_name_things_are_checked_at_start(tmp_path, variable, value, said):
     r = run("targets", env={f"PRODUCT_STUDIO_{variable}": value}, tmp_path=tmp_path)
@@ -140,6 +141,39 @@ def test_a_worker_whose_database_goes_away_logs_one_line_a_round(monkeypatch, tm
     records = [r for r in caplog.records if r.name == sweeper.log.name]
     assert len(records) == 1 and records[0].exc_info is None, [r.getMessage() for r in records]
     assert "cannot be reached" in records[0].getMessage() and "hunter2" not in records[0].getMessage()
+
+
+def test_a_sweep_that_cannot_reach_its_service_does_not_stop_the_others(monkeypatch, caplog):
+    """A broker read timing out (an error with no text at all) skips its sweep for the round: the
+    next sweep still runs, one warning says why, and the sweeper thread lives on."""
+    import socket
+
+    from kombu.exceptions import OperationalError
+
+    from tasks import sweeper
+
+    def times_out(_: float) -> int:
+        raise OperationalError(str(socket.timeout()))
+
+    monkeypatch.setattr(sweeper, "SWEEPS", [times_out, lambda _: 3])
+    with caplog.at_level("WARNING", logger=sweeper.log.name):
+        assert sweeper.sweep_once(60) == 3
+    [record] = [r for r in caplog.records if r.name == sweeper.log.name]
+    assert "times_out: OperationalError" in record.getMessage() and record.exc_info is None
+
+
+def test_a_database_that_answers_but_cannot_be_used_is_a_setting_to_fix(tmp_path):
+    """Not every database error is an outage: a SQLite file holding someone else's tables is exit 2,
+    "cannot be used", with the database's own reason (not exit 4, "cannot be reached")."""
+    import sqlite3
+
+    clash = tmp_path / "theirs.db"
+    with sqlite3.connect(clash) as conn:
+        conn.execute("CREATE TABLE jobs (id TEXT)")
+    r = run("keys", "list", env={"PRODUCT_STUDIO_DATABASE_URL": f"sqlite:///{clash}"}, tmp_path=tmp_path)
+    message = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "cannot be used: table jobs already exists" in message, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
 
 def test_white_background_variants_carry_no_scene_in_their_names(monkeypatch, tmp_path, coffee_rgb, photo_bytes):
     from fastapi.testclient import TestClient

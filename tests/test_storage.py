@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 import pytest
 
-from product_studio.errors import ProductStudioError, TransientError
+from product_studio.errors import Misconfigured, ProductStudioError, TransientError
 from product_studio.storage import BlobStore, NotFound, content_key, open_store
 from product_studio.storage.local import LocalStore, sign, verify
 
@@ -418,7 +418,7 @@ def test_s3_unreachable_server_is_transient():
 
 @pytest.mark.parametrize(("status", "code", "expected"), [
     (503, "SlowDown", TransientError), (500, "InternalError", TransientError),
-    (404, "NoSuchKey", NotFound), (403, "AccessDenied", ProductStudioError),
+    (404, "NoSuchKey", NotFound), (403, "AccessDenied", Misconfigured), (400, "InvalidArgument", ProductStudioError),
 ])
 def test_s3_error_mapping(status, code, expected):
     from botocore.stub import Stubber

@@ -323,6 +323,7 @@ def test_pages_show_progress_gallery_and_review(site, small_photo):
     thumb = client.get(f"/previews/variant/{variant_id}.jpg")
     assert thumb.status_code == 200 and max(Image.open(io.BytesIO(thumb.content)).size) <= 480
     assert zipfile.ZipFile(io.BytesIO(client.get(f"{job_url}/approved.zip").content)).namelist()[0].endswith(".jpg")
+    assert client.get("/jobs/no-such-job/approved.zip").status_code == 404  # not "nothing approved"
     r = client.post(f"/variants/{variant_id}/regenerate", data={"scene": "wood", "csrf_token": token},
                     follow_redirects=False)
     assert r.status_code == 303

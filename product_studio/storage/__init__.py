@@ -38,7 +38,8 @@ def open_store(url: str, *, secret: str, public_base_url: str | None = None) -> 
       defaults to "path" when an endpoint is given (SeaweedFS, MinIO), else "auto".
       `public_endpoint` (e.g. https://files.example.com) is the address download links are signed
       for, when browsers and callback receivers reach the server by another name than `endpoint`
-      (a private address); the server must see that name as the request's Host (SigV4 signs it).
+      (a private address); the server must see that name as the request's Host, and any path in
+      it as the request's path (SigV4 signs both).
       Opening touches no network: call `ensure_bucket()` once at start-up if needed.
     """
     if is_local(url):
@@ -58,6 +59,10 @@ def open_store(url: str, *, secret: str, public_base_url: str | None = None) -> 
             raise ValueError(f"storage URL: unknown s3 option(s) {sorted(unknown)}; known: {sorted(allowed)}")
         if not parts.netloc:
             raise ValueError(f"storage URL {url!r}: no bucket; use s3://bucket/prefix")
+        for option in ("endpoint", "public_endpoint"):
+            given = urlsplit(query.get(option, "http://h"))
+            if given.scheme not in ("http", "https") or not given.netloc or given.query or given.fragment:
+                raise ValueError(f"storage URL: {option} must be http(s)://host[:port], not {query[option]!r}")
         from product_studio.storage.s3 import S3Store
 
         return S3Store(

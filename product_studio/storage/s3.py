@@ -13,7 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from product_studio.content_keys import check_key, check_prefix
-from product_studio.errors import ProductStudioError, TransientError
+from product_studio.errors import Misconfigured, ProductStudioError, TransientError
 from product_studio.storage.base import BlobInfo, BlobReader, NotFound, check_expires
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -43,9 +43,9 @@ def _errors(what: str, key: str | None = None):
         if key is not None and code in _MISSING:
             raise NotFound(key) from None
         msg = f"S3 {what}: {code or status} {err.get('Message') or ''}".rstrip()
-        if status == 403 or code in _REFUSED:
-            msg += (": the credentials were refused or may not do this (AWS_ACCESS_KEY_ID / "
-                    "AWS_SECRET_ACCESS_KEY, or the storage URL's access_key and secret_key)")
+        if status == 403 or code in _REFUSED:  # a setting to fix, not an outage
+            raise Misconfigured(f"{msg}: the credentials were refused or may not do this (AWS_ACCESS_KEY_ID / "
+                             "AWS_SECRET_ACCESS_KEY, or the storage URL's access_key and secret_key)") from e
         if status >= 500 or code in _RETRYABLE:
             raise TransientError(msg) from e
         # Missing bucket, denied access, bad credentials: configuration, so no retry.

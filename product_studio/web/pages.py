@@ -244,6 +244,9 @@ def download(user: User, variant_id: str) -> Response:
 def download_approved(user: User, job_id: str) -> Response:
     from .media import NO_APPROVED, approved_zip, content_disposition
 
+    with runtime.database().session() as s:
+        if s.get(Job, job_id) is None:
+            raise HTTPException(404, f"no job {job_id}")
     chunks, count = approved_zip(job_id)
     if not count:
         raise HTTPException(409, NO_APPROVED)
