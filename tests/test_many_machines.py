@@ -383,7 +383,8 @@ def test_a_database_that_refuses_the_secret_says_so_without_printing_it(tmp_path
     assert made.returncode == 0, made.stderr  # migrated, with no generated secret in it
     (data / ".storage-secret").write_text("PLANTED-old-storage-secret-31f\n")
     env["PRODUCT_STUDIO_DATABASE_URL"] = f"sqlite:///file:{data / 'product-studio.db'}?mode=ro&uri=true"
-    out = subprocess.run([str(EXE), "doctor"], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([str(EXE), "doctor"], env={**env, "COLUMNS": "400"}, capture_output=True, text=True,
+                         timeout=120)  # wide: no detail wrapped
     text = out.stdout + out.stderr
     assert "PLANTED" not in text and "31f" not in text
     assert "generated signing secrets" in text and "PRODUCT_STUDIO_STORAGE_SECRET" in text, text[-2000:]
