@@ -101,3 +101,10 @@ def classify(exc: BaseException) -> ProductStudioError:
     if any(c.__name__ == _REFUSED_BY_DATABASE for c in type(exc).__mro__):
         return BadInput(f"the database refuses this input: {detail}")
     return TransientError(f"{name}: {detail}" if detail else name)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's own message in one line: a database error's driver message (its `orig`, without
+    SQLAlchemy's statement and links), else the error's; its type's name when it has no text."""
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]

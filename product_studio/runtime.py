@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .config import Settings, get_settings
 from .db import Database, generated_secret, unreachable
-from .errors import Misconfigured, TransientError
+from .errors import Misconfigured, TransientError, first_line
 from .redact import redact_url
 from .storage import BlobStore, is_local, open_store
 
@@ -34,10 +34,10 @@ def database(settings: Settings | None = None) -> Database:
                 db.dispose()
                 where = f"the database {redact_url(settings.database)}"
                 if unreachable(exc):  # down or restarting: may come back (exit 4)
-                    raise TransientError(f"{where} cannot be reached: {_first_line(exc)} "
+                    raise TransientError(f"{where} cannot be reached: {first_line(exc)} "
                                          "(PRODUCT_STUDIO_DATABASE_URL)") from exc
                 # Refused role or password, no such database, a schema or file problem: a setting to fix.
-                raise Misconfigured(f"{where} cannot be used: {_first_line(exc)} "
+                raise Misconfigured(f"{where} cannot be used: {first_line(exc)} "
                                  "(PRODUCT_STUDIO_DATABASE_URL)") from exc
             _handles["secrets"] = _generated_secrets(db, settings)
             _handles["db"] = db
@@ -101,14 +101,8 @@ def _generated_secrets(db: Database, settings: Settings, names: list[str] | None
             return {n: generated_secret(s, n, lambda n=n: propose(n)) for n in wanted}
     except SQLAlchemyError as exc:
         raise Misconfigured(f"cannot read the generated signing secrets from the database: "
-                                 f"{type(exc).__name__}: {_first_line(exc)} (or set "
+                                 f"{type(exc).__name__}: {first_line(exc)} (or set "
                                  + ", ".join(f"PRODUCT_STUDIO_{n.upper()}_SECRET" for n in wanted) + ")") from exc
-
-
-def _first_line(exc: Exception) -> str:
-    """The driver's own message: SQLAlchemy's first line, without its "(driver.Error)" prefix."""
-    orig = getattr(exc, "orig", None) or exc
-    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
 
 
 def reset() -> None:

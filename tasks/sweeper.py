@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from product_studio.config import get_settings
 from product_studio.db import unreachable
-from product_studio.errors import TransientError
+from product_studio.errors import TransientError, first_line
 from product_studio.jobs import Step
 from product_studio.jobs.recovery import due_callbacks, keep_alive, lost_work
 
@@ -103,7 +103,7 @@ def sweep_once(older_than: float) -> int:
             found += sweep(older_than)
         except Exception as exc:
             if isinstance(exc, (BrokerUnreachable, OSError, TransientError)) or unreachable(exc):
-                away.append(f"{sweep.__name__}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}")
+                away.append(f"{sweep.__name__}: {first_line(exc)}")
             else:
                 log.exception("%s failed", sweep.__name__)
     if away:

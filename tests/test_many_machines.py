@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import select
-from webhook_stack import EXE, Loopback, free_port, photo
+from webhook_stack import EXE, Loopback, free_port, photo, wait_until_serving
 
 from product_studio import callbacks
 from product_studio.auth import add_user, create_key
@@ -101,14 +101,8 @@ class Machine:
     def serve(self) -> Machine:
         self.port = free_port()
         self.start("serve", "--no-worker", "--port", str(self.port))
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        pytest.fail(f"{self.name} did not start: {self.log.read_text()[-3000:]}")
+        wait_until_serving(self.base, self.log)
+        return self
 
     def work(self) -> Machine:
         return self.start("worker", "--queues", "cpu-intake,cpu", "--concurrency", "1", "--loglevel", "info")

@@ -53,6 +53,18 @@ def photo(i: int, size: int = 96) -> bytes:
     return buf.getvalue()
 
 
+def wait_until_serving(base: str, log: Path, timeout: float = 60) -> None:
+    """Wait for a started `serve` at `base` to answer /healthz; fail with its log's tail if not."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    pytest.fail(f"the server at {base} did not start: {log.read_text(errors='replace')[-3000:]}")
+
+
 class Loopback(http.server.ThreadingHTTPServer):
     """Images at /img/<name>, BigCommerce products at /stores/<hash>/v3/catalog/products/<id>
     (X-Auth-Token checked), completion callbacks POSTed to /callback."""
@@ -161,15 +173,7 @@ class Stack:
         log = open(self.tmp / "server.log", "w")
         self.server = subprocess.Popen([str(EXE), "serve", "--no-worker", "--port", str(self.port)], env=self.env,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"the server did not start: {(self.tmp / 'server.log').read_text()[-3000:]}")
+        wait_until_serving(self.base, self.tmp / "server.log")
         self.worker = subprocess.Popen([str(EXE), "worker", "--queues", self.queues, "--concurrency", "2",
                                         "--loglevel", "warning"], env=self.env,
                                        stdout=open(self.tmp / "worker.log", "w"), stderr=subprocess.STDOUT,
