@@ -70,11 +70,10 @@ def _names_known(settings) -> None:
         checks.append(("STORES_FILE", str(settings.stores_file), lambda: stores(settings)))
     if settings.storage_url:
         from .redact import redact_url
-        from .storage import open_store
+        from .storage import check_url
 
-        # Parsed only (no request): a malformed URL or endpoint is a bad setting, not a traceback later.
-        checks.append(("STORAGE_URL", redact_url(settings.storage_url), lambda: open_store(settings.storage_url,
-                                                                                           secret="")))
+        # Parsed only (no client, no request): a malformed URL or endpoint is a bad setting now.
+        checks.append(("STORAGE_URL", redact_url(settings.storage_url), lambda: check_url(settings.storage_url)))
     for name, value, check in checks:
         try:
             check()

@@ -15,7 +15,7 @@ from ..content_keys import check_key, check_prefix, content_key
 from .base import MAX_URL_EXPIRES, BlobInfo, BlobReader, BlobStore, NotFound, check_expires
 
 __all__ = ["MAX_URL_EXPIRES", "BlobInfo", "BlobReader", "BlobStore", "NotFound", "check_expires", "check_key", "check_prefix",
-           "content_key", "is_local", "open_store"]
+           "check_url", "content_key", "is_local", "open_store"]
 
 
 def is_local(url: str) -> bool:
@@ -45,34 +45,46 @@ def open_store(url: str, *, secret: str, public_base_url: str | None = None) -> 
     if is_local(url):
         from product_studio.storage.local import LocalStore
 
-        if "://" not in url:
-            return LocalStore(Path(url), secret, public_base_url)
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost") or parts.query:
-            raise ValueError(f"storage URL {url!r}: use file:///absolute/path")
-        return LocalStore(Path(parts.path), secret, public_base_url)
-    parts = urlsplit(url)
-    if parts.scheme == "s3":
-        query = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=bool(parts.query)).items()}
-        allowed = {"endpoint", "public_endpoint", "region", "access_key", "secret_key", "addressing"}
-        if unknown := set(query) - allowed:
-            raise ValueError(f"storage URL: unknown s3 option(s) {sorted(unknown)}; known: {sorted(allowed)}")
-        if not parts.netloc:
-            raise ValueError(f"storage URL {url!r}: no bucket; use s3://bucket/prefix")
-        for option in ("endpoint", "public_endpoint"):
-            given = urlsplit(query.get(option, "http://h"))
-            if given.scheme not in ("http", "https") or not given.netloc or given.query or given.fragment:
-                raise ValueError(f"storage URL: {option} must be http(s)://host[:port], not {query[option]!r}")
-        from product_studio.storage.s3 import S3Store
+        return LocalStore(_local_path(url), secret, public_base_url)
+    from product_studio.storage.s3 import S3Store
 
-        return S3Store(
-            parts.netloc,
-            parts.path.strip("/"),
-            endpoint_url=query.get("endpoint"),
-            region=query.get("region"),
-            access_key=query.get("access_key"),
-            secret_key=query.get("secret_key"),
-            addressing=query.get("addressing"),
-            public_endpoint_url=query.get("public_endpoint"),
-        )
-    raise ValueError(f"unsupported storage URL scheme {parts.scheme!r}; use a path, file:// or s3://")
+    return S3Store(**_s3_options(url))
+
+
+def check_url(url: str) -> None:
+    """Parse a storage URL as open_store does, opening nothing (no client, no request): ValueError
+    naming what is wrong."""
+    if is_local(url):
+        _local_path(url)
+    else:
+        _s3_options(url)
+
+
+def _local_path(url: str) -> Path:
+    if "://" not in url:
+        return Path(url)
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or parts.query:
+        raise ValueError(f"storage URL {url!r}: use file:///absolute/path")
+    return Path(parts.path)
+
+
+def _s3_options(url: str) -> dict:
+    """S3Store's arguments from an s3:// URL (open_store says which options there are)."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3":
+        raise ValueError(f"unsupported storage URL scheme {parts.scheme!r}; use a path, file:// or s3://")
+    query = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=bool(parts.query)).items()}
+    allowed = {"endpoint", "public_endpoint", "region", "access_key", "secret_key", "addressing"}
+    if unknown := set(query) - allowed:
+        raise ValueError(f"storage URL: unknown s3 option(s) {sorted(unknown)}; known: {sorted(allowed)}")
+    if not parts.netloc:
+        raise ValueError(f"storage URL {url!r}: no bucket; use s3://bucket/prefix")
+    for option in ("endpoint", "public_endpoint"):
+        given = urlsplit(query.get(option, "http://h"))
+        if given.scheme not in ("http", "https") or not given.netloc or given.query or given.fragment:
+            raise ValueError(f"storage URL: {option} must be http(s)://host[:port], not {query[option]!r}")
+    return {"bucket": parts.netloc, "prefix": parts.path.strip("/"), "endpoint_url": query.get("endpoint"),
+            "region": query.get("region"), "access_key": query.get("access_key"),
+            "secret_key": query.get("secret_key"), "addressing": query.get("addressing"),
+            "public_endpoint_url": query.get("public_endpoint")}
