@@ -276,6 +276,7 @@ def test_the_web_doors_machine_is_not_failed_for_models_only_workers_load(monkey
     sign_in(client)
     html = client.get("/status").text
     assert "cutout model" not in html and "database" in html and "storage" in html
+    assert "checked where the workers run" in html  # says why the models are not there
 
 def test_doctor_tells_the_truth_quietly(tmp_path):
     """Doctor says the generative scenes would fail when their models cannot be had, lists the

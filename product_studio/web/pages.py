@@ -360,14 +360,15 @@ async def doctor_checks(web_only: bool = False) -> AsyncIterator[dict]:
 async def status(request: Request, user: User) -> Response:
     """The Status page, streamed: its frame at once, then each check's row as it arrives (the
     browser shows them as they come; no script needed)."""
+    web_only = not request.app.state.worker_here
     frame = _templates.get_template("status.html").render(
-        request=request, csrf=csrf_token(request), user=request.session.get("username"))
+        request=request, csrf=csrf_token(request), user=request.session.get("username"), web_only=web_only)
     head, tail = frame.split("<!--checks-->", 1)
     row = _templates.get_template("_status_row.html")
 
     async def body() -> AsyncIterator[str]:
         yield head
-        async for check in doctor_checks(web_only=not request.app.state.worker_here):
+        async for check in doctor_checks(web_only=web_only):
             yield row.render(c=check)
         yield tail
 
