@@ -1,8 +1,8 @@
 """The Celery app, configured from Settings.
 
-The default broker is embedded (`filesystem://` under data_dir): no server to install. Redis and
-RabbitMQ are set by URL. The broker is only a doorbell: the database says what is left to do,
-and a sweeper re-enqueues work whose message was lost (see tasks/sweeper.py).
+The default broker is embedded (`filesystem://` under data_dir, see tasks/embedded_broker.py): no
+server to install. Redis and RabbitMQ are set by URL. The broker is only a doorbell: the database
+says what is left to do, and a sweeper re-enqueues work whose message was lost (tasks/sweeper.py).
 """
 
 from __future__ import annotations
@@ -15,17 +15,20 @@ from celery.signals import worker_process_init
 
 from product_studio.config import Settings, get_settings
 
+EMBEDDED_TRANSPORT = "tasks.embedded_broker:Transport"
+
 
 def broker_options(settings: Settings) -> dict:
     url = settings.broker_url
     if url.startswith("filesystem://"):
         root = Path(settings.data_dir) / "broker"
-        for sub in ("queue", "control"):
+        for sub in ("queue", "claimed", "control"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         # One folder both ways: producers and consumers share it. Polled every 50 ms: the default
         # one second caps an embedded broker at one task a second.
         return {"data_folder_in": str(root / "queue"), "data_folder_out": str(root / "queue"),
-                "control_folder": str(root / "control"), "polling_interval": 0.05}
+                "processed_folder": str(root / "claimed"), "control_folder": str(root / "control"),
+                "polling_interval": 0.05}
     if url.startswith(("redis://", "rediss://")):
         return {"visibility_timeout": settings.broker_visibility_timeout}
     return {}
@@ -37,6 +40,8 @@ def make_app(settings: Settings | None = None) -> Celery:
                  include=["tasks.pipeline", "tasks.sweeper", "tasks.intake", "tasks.publishing"])
     app.conf.update(
         broker_transport_options=broker_options(settings),
+        # kombu's own filesystem transport can hand a worker a message before it is written.
+        broker_transport=EMBEDDED_TRANSPORT if settings.broker_url.startswith("filesystem://") else None,
         broker_connection_retry_on_startup=True,
         task_default_queue="cpu",
         task_acks_late=True,  # a task is acknowledged when done, not when received...
