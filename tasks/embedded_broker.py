@@ -10,9 +10,11 @@ taken, so two processes binding at once read an empty table or write one over th
 Here a message is written whole under a name consumers ignore (a leading dot) and renamed into
 place: a rename within one folder is atomic on POSIX. A consumer claims a message by renaming it
 into the claim folder beside the queue (one filesystem, so two consumers cannot both take it and
-nothing is copied), then reads and removes it. A message that still cannot be parsed (one half
-written by an older version that crashed) is logged and dropped instead of stopping the worker:
-the database, not the broker, says what is left to do, and the sweeper re-enqueues that work.
+nothing is copied), then reads and removes it; a claim (or a partial file) left by a process that
+died in between is put back (or removed) by the next channel opened on the folder. A file that is
+not a message a worker can take (one half written by an older version that crashed) is logged
+and dropped instead of stopping the worker: the database, not the broker, says what is left to
+do, and the sweeper re-enqueues that work.
 An exchange table is created without truncating and read and written only under its lock, and
 the record of what is bound is kept per broker folder, not per process.
 """
@@ -30,8 +32,13 @@ from kombu.exceptions import ChannelError
 from kombu.transport import filesystem, virtual
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
+from kombu.utils.objects import cached_property
 
 log = logging.getLogger(__name__)
+
+# A claim is read and removed, a partial file renamed, within milliseconds: one left this long (s)
+# belongs to a process that died in between.
+STRANDED_AFTER_S = 60
 
 
 def _message_name(queue: str) -> str:
@@ -48,12 +55,16 @@ class Channel(filesystem.Channel):
     """A filesystem channel whose messages are never seen half written (see the module's docstring).
 
     Transport options as kombu's: `data_folder_in`, `data_folder_out`, `control_folder`, and
-    `processed_folder`, here the claim folder (created when missing; it must be on the queue
-    folder's filesystem).
+    `processed_folder`, here the claim folder (by default `claimed` beside the queue folder; it must
+    be on the queue folder's filesystem).
 
     Raises:
         kombu.exceptions.ChannelError: a message cannot be written or a claimed one read (OSError).
     """
+
+    def __init__(self, connection, **kwargs):
+        super().__init__(connection, **kwargs)
+        self._recover_stranded()
 
     def _put(self, queue, payload, **kwargs):
         name = _message_name(queue)
@@ -69,27 +80,65 @@ class Channel(filesystem.Channel):
             raise ChannelError(f"cannot add message {name!r} to the broker folder {self.data_folder_out}") from exc
 
     def _get(self, queue):
-        os.makedirs(self.processed_folder, exist_ok=True)
         for name in sorted(os.listdir(self.data_folder_in)):
             if not _is_message_of(name, queue):
                 continue
-            claimed = os.path.join(self.processed_folder, name)
+            claimed = os.path.join(self.claim_folder, name)
             try:
                 os.rename(os.path.join(self.data_folder_in, name), claimed)
+                with open(claimed, "rb") as f:
+                    raw = f.read()
+                os.remove(claimed)
             except FileNotFoundError:
                 continue  # another consumer claimed it first
-            try:
-                with open(claimed, "rb") as f:
-                    payload = f.read()
-                os.remove(claimed)
             except OSError as exc:
-                raise ChannelError(f"cannot read the claimed message {claimed!r}") from exc
-            try:
-                return loads(bytes_to_str(payload))
-            except (ValueError, UnicodeDecodeError):
-                log.warning("dropped an unreadable message %s (%d bytes) from the embedded broker; the sweeper "
-                            "re-enqueues whatever work it stood for", name, len(payload))
+                raise ChannelError(f"cannot claim the message {name!r} from {self.data_folder_in}") from exc
+            message = self._message_or_none(raw)
+            if message is not None:
+                return message
+            log.warning("dropped an unreadable message %s (%d bytes) from the embedded broker; the sweeper "
+                        "re-enqueues whatever work it stood for", name, len(raw))
         raise Empty()
+
+    def _message_or_none(self, raw: bytes) -> dict | None:
+        """The message in a file's bytes, or None for bytes no worker could deliver (a worker fed
+        them would stop: kombu builds the message outside any handler)."""
+        try:
+            message = loads(bytes_to_str(raw))
+            self.Message(message, channel=self)
+            if not isinstance(message["properties"].get("delivery_info"), dict):
+                return None
+        except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+            return None
+        return message
+
+    @cached_property
+    def claim_folder(self) -> str:
+        # Beside the queue folder (one filesystem, so claiming is a rename), unless set.
+        return self.transport_options.get("processed_folder") or os.path.join(
+            os.path.dirname(os.path.abspath(self.data_folder_in)), "claimed")
+
+    def _recover_stranded(self) -> None:
+        """Put back claimed messages whose consumer died before reading them, and remove partial
+        files whose producer died before renaming them: those untouched for `stranded_after` (s, the
+        transport option; STRANDED_AFTER_S by default)."""
+        cutoff = time.time() - float(self.transport_options.get("stranded_after", STRANDED_AFTER_S))
+        os.makedirs(self.claim_folder, exist_ok=True)
+        for folder, stranded in ((self.claim_folder, lambda n: not n.startswith(".")),
+                                 (self.data_folder_out, lambda n: n.startswith(".") and n.endswith(".part"))):
+            for entry in os.scandir(folder):
+                try:
+                    # st_ctime: a claim's rename sets it, a message's own age (mtime) says nothing.
+                    if not (entry.is_file() and stranded(entry.name) and entry.stat().st_ctime < cutoff):
+                        continue
+                    if folder == self.claim_folder:
+                        os.rename(entry.path, os.path.join(self.data_folder_in, entry.name))
+                        log.warning("put back the message %s, claimed by a consumer that stopped before "
+                                    "reading it", entry.name)
+                    else:
+                        os.remove(entry.path)
+                except FileNotFoundError:
+                    continue  # another process recovered it first
 
     def get_table(self, exchange):
         file = self._exchange_file(exchange)
@@ -173,7 +222,13 @@ class Transport(filesystem.Transport):
     Channel = Channel
     _states: dict[str, virtual.BrokerState] = {}
 
+    can_parse_url = True  # "filesystem://" holds nothing to parse; and see as_uri
+
     def __init__(self, client, **kwargs):
         super().__init__(client, **kwargs)
         folder = os.path.realpath(client.transport_options.get("control_folder", "control"))
         self.state = self._states.setdefault(folder, virtual.BrokerState())
+
+    def as_uri(self, uri, include_password=False, mask="**"):
+        """The configured URL (`filesystem://`), not this class's import path, in the worker's banner."""
+        return uri

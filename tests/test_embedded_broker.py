@@ -94,8 +94,11 @@ def test_exchange_tables_bound_by_many_processes_at_once_keep_every_binding(tmp_
 def test_an_unreadable_message_or_table_left_by_an_older_version_is_dropped_not_fatal(tmp_path, caplog):
     """A worker stopped by one bad file would stop again at every start: it is logged and dropped."""
     broker = Path(make_app(Settings(data_dir=str(tmp_path))).conf.broker_transport_options["data_folder_in"]).parent
-    # "0_" sorts before every message named by its time, so it is the first one the consumer takes.
-    (broker / "queue" / "0_half-written.cpu.msg").write_bytes(b'{"body": "eyJ')
+    # "0_" sorts before every message named by its time, so these are the first ones the consumer takes.
+    bad = {"0_half-written.cpu.msg": b'{"body": "eyJ', "0_empty.cpu.msg": b"", "0_null.cpu.msg": b"null",
+           "0_no-properties.cpu.msg": b'{"body": "e30="}', "0_not-utf8.cpu.msg": b"\xff\xfe"}
+    for name, raw in bad.items():
+        (broker / "queue" / name).write_bytes(raw)
     (broker / "control" / "written-over.exchange").write_bytes(b'[["", "", "a"]]"", "b"]]')
     with caplog.at_level(logging.WARNING, logger="tasks.embedded_broker"), _connection(str(tmp_path)) as conn:
         queue = conn.SimpleQueue("cpu")
@@ -105,9 +108,36 @@ def test_an_unreadable_message_or_table_left_by_an_older_version_is_dropped_not_
         message.ack()
         Queue("c", Exchange("written-over", "fanout"))(conn.default_channel).declare()
         assert [q.queue for q in conn.default_channel.get_table("written-over")] == ["c"]
-    assert "dropped an unreadable message 0_half-written.cpu.msg" in caplog.text
+    for name in bad:
+        assert f"dropped an unreadable message {name}" in caplog.text
     assert "written-over.exchange was unreadable" in caplog.text
     assert os.listdir(broker / "queue") == [] and os.listdir(broker / "claimed") == []
+
+
+def test_a_claim_or_partial_file_left_by_a_dead_process_is_recovered(tmp_path):
+    """A consumer killed between claiming and reading, a producer killed between writing and
+    renaming: the next connection puts the message back and removes the partial file."""
+    with _connection(str(tmp_path)) as conn:
+        conn.SimpleQueue("cpu").put({"stranded": True})
+    broker = tmp_path / "broker"
+    [name] = os.listdir(broker / "queue")
+    os.rename(broker / "queue" / name, broker / "claimed" / name)  # claimed, then the consumer died
+    (broker / "queue" / f".{name}.part").write_bytes(b'{"bo')  # written in part, then the producer died
+    with _connection(str(tmp_path)) as conn:
+        assert os.listdir(broker / "claimed") == [name], "a claim a moment old may be in a consumer's hands"
+    app = make_app(Settings(data_dir=str(tmp_path)))
+    app.conf.broker_transport_options["stranded_after"] = 0  # rather than wait a minute
+    time.sleep(0.05)
+    with app.connection_for_write() as conn:
+        message = conn.SimpleQueue("cpu").get(block=True, timeout=10)
+        assert message.payload == {"stranded": True}
+        message.ack()
+    assert os.listdir(broker / "queue") == [] and os.listdir(broker / "claimed") == []
+
+
+def test_the_worker_banner_names_the_configured_url_not_a_class(tmp_path):
+    with _connection(str(tmp_path)) as conn:
+        assert conn.as_uri() == "filesystem://"
 
 
 def test_one_process_publishing_into_two_broker_folders_delivers_in_both(tmp_path):
