@@ -47,6 +47,19 @@ def _message_name(queue: str) -> str:
     return f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
 
 
+def _stranded(folder: str, cutoff: float, wanted):
+    """(path, name) of the files in `folder` whose names are `wanted` and untouched since `cutoff`
+    (st_ctime: a claim's rename sets it, where a message's own age, its mtime, says nothing)."""
+    for entry in os.scandir(folder):
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_file() and wanted(entry.name) and entry.stat().st_ctime < cutoff:
+                yield entry.path, entry.name
+
+
+def _is_partial(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".part")
+
+
 def _is_message_of(name: str, queue: str) -> bool:
     return not name.startswith(".") and name.partition(".")[2] == f"{queue}.msg"
 
@@ -124,21 +137,13 @@ class Channel(filesystem.Channel):
         transport option; STRANDED_AFTER_S by default)."""
         cutoff = time.time() - float(self.transport_options.get("stranded_after", STRANDED_AFTER_S))
         os.makedirs(self.claim_folder, exist_ok=True)
-        for folder, stranded in ((self.claim_folder, lambda n: not n.startswith(".")),
-                                 (self.data_folder_out, lambda n: n.startswith(".") and n.endswith(".part"))):
-            for entry in os.scandir(folder):
-                try:
-                    # st_ctime: a claim's rename sets it, a message's own age (mtime) says nothing.
-                    if not (entry.is_file() and stranded(entry.name) and entry.stat().st_ctime < cutoff):
-                        continue
-                    if folder == self.claim_folder:
-                        os.rename(entry.path, os.path.join(self.data_folder_in, entry.name))
-                        log.warning("put back the message %s, claimed by a consumer that stopped before "
-                                    "reading it", entry.name)
-                    else:
-                        os.remove(entry.path)
-                except FileNotFoundError:
-                    continue  # another process recovered it first
+        for path, name in _stranded(self.claim_folder, cutoff, lambda n: not n.startswith(".")):
+            with contextlib.suppress(FileNotFoundError):  # another process put it back first
+                os.rename(path, os.path.join(self.data_folder_in, name))
+                log.warning("put back the message %s, claimed by a consumer that stopped before reading it", name)
+        for path, _ in _stranded(self.data_folder_out, cutoff, _is_partial):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
     def get_table(self, exchange):
         file = self._exchange_file(exchange)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from webhook_stack import wait_until_serving
 
 
 def free_port() -> int:
@@ -33,15 +34,7 @@ def server(tmp_path):
                              "--concurrency", "2"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        pytest.fail((tmp_path / "serve.log").read_text())
+    wait_until_serving(base, tmp_path / "serve.log")
     yield base
     proc.terminate()  # serve stops its own worker
     proc.wait(90)
